@@ -1,0 +1,42 @@
+# nodeforge — see README.md
+CARGO ?= cargo
+BIN := target/release/nodeforge
+
+.PHONY: all build image test test-unit test-boot test-boot-arm64 fixtures bench release lint clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked
+
+# The main job: build every node of the embedded default cluster into out/.
+image: build
+	$(BIN) build --all
+
+# Unit and integration tests, then the QEMU boot proof.
+test: build lint test-unit test-boot
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+test-unit:
+	$(CARGO) test --release --locked
+
+fixtures: build
+	bash tests/fixtures/build.sh
+
+test-boot: fixtures
+	bash tests/boot/run.sh x86_64
+
+test-boot-arm64: fixtures
+	bash tests/boot/run.sh arm64
+
+bench: build
+	bash tests/bench/run.sh
+
+release: build
+	$(BIN) release -o dist/
+
+clean:
+	rm -rf out dist

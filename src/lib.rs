@@ -1,0 +1,22 @@
+//! nodeforge: one cluster file in, one bootable k3s node image per node out.
+//!
+//! Data flows one way: `config` → `seed` (pure rendering) → `fetch` → `base` → `compose` → `output`.
+
+pub mod base;
+pub mod bmap;
+pub mod cli;
+pub mod compose;
+pub mod config;
+pub mod eeprom;
+pub mod fat;
+pub mod fetch;
+pub mod flash;
+pub mod inspect;
+pub mod output;
+pub mod partition;
+pub mod pi;
+pub mod pipeline;
+pub mod progress;
+pub mod secrets;
+pub mod seed;
+pub mod sparse;

@@ -183,6 +183,9 @@ fn our_volume_passes_fsck_and_reads_back_everywhere() {
         "no file of exactly one cluster ({cs})"
     );
 
+    if let Ok(keep) = std::env::var("FAT_TEST_KEEP") {
+        std::fs::copy(&img_path, keep).unwrap();
+    }
     assert_fsck_clean(&img_path);
 
     // mtools: every path (with long names) listed, bytes equal.
@@ -196,6 +199,13 @@ fn our_volume_passes_fsck_and_reads_back_everywhere() {
             "mdir does not list {p}:\n{listed}"
         );
     }
+    // Timestamps from opts.timestamp (1_700_000_000 = 2023-11-14 22:13:20 UTC).
+    let o = run("mdir", &["-i", ip, "::overlays"]);
+    let out = text(&o);
+    assert!(
+        out.contains("2023-11-14  22:13") && out.contains("dwc2.dtbo"),
+        "mdir ::overlays:\n{out}"
+    );
     let o = run("mcopy", &["-i", ip, "::k3s/bin/k3s", "-"]);
     assert!(o.status.success(), "mcopy failed: {}", text(&o));
     assert!(o.stdout == want["k3s/bin/k3s"], "mcopy of k3s differs");
@@ -280,7 +290,15 @@ fn big_volume_uses_4k_clusters_and_leaves_holes() {
     let dir = tempfile::tempdir().unwrap();
     let big = big_file(dir.path());
     let img_path = dir.path().join("big.img");
-    let img = build(tree(&big), opts(600 << 20), &img_path, 0);
+    let mut img = FatImage::new(tree(&big), opts(600 << 20)).unwrap();
+    img.set_hidden_sectors(8192);
+    let f = File::create(&img_path).unwrap();
+    f.set_len(img.size()).unwrap();
+    img.write_at(&f, 0).unwrap();
+    drop(f);
+    let head = std::fs::read(&img_path).unwrap()[..4096].to_vec();
+    assert_eq!(head[28..32], 8192u32.to_le_bytes(), "hidden sectors");
+    assert_eq!(head[..512], head[6 * 512..7 * 512], "backup boot sector");
     assert_eq!(img.size(), 600 << 20);
     assert_eq!(img.cluster_size(), 4096);
     assert_fsck_clean(&img_path);
@@ -355,4 +373,49 @@ fn real_tool_volumes_are_read() {
         build(base.files, opts(0), &out, 0);
         assert_fsck_clean(&out);
     }
+}
+
+/// `cargo test --release --test fat_fsck bench -- --ignored --nocapture`: FAT build vs `cp`.
+#[test]
+#[ignore]
+fn bench_write_vs_cp() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("airgap.tar");
+    let chunk = noise(5, 4 << 20);
+    {
+        use std::io::Write;
+        let mut f = File::create(&src).unwrap();
+        for _ in 0..256 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let _ = std::fs::read(&src).map(|d| d.len()); // warm the page cache
+    let t = std::time::Instant::now();
+    let o = run(
+        "cp",
+        &[
+            "--sparse=always",
+            src.to_str().unwrap(),
+            dir.path().join("copy").to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success());
+    let cp = t.elapsed();
+    let t = std::time::Instant::now();
+    let files = vec![FatFile {
+        path: "k3s/airgap.tar".into(),
+        data: FileData::Path(src.clone()),
+    }];
+    let img = build(files, opts(0), &dir.path().join("fat.img"), 0);
+    let ours = t.elapsed();
+    println!(
+        "1 GiB file: cp {:.2}s, FAT build {:.2}s ({:.2}x), volume {} MiB, clusters {} x {}",
+        cp.as_secs_f64(),
+        ours.as_secs_f64(),
+        ours.as_secs_f64() / cp.as_secs_f64(),
+        img.size() >> 20,
+        img.cluster_count(),
+        img.cluster_size()
+    );
+    assert_fsck_clean(&dir.path().join("fat.img"));
 }

@@ -63,6 +63,14 @@ impl Seek for Window<'_> {
 const MAX_DEPTH: usize = 64;
 /// Most entries read from one directory (FAT's own limit; guards against cluster-chain loops).
 const MAX_ENTRIES: usize = 65536;
+/// Most entries read from the whole volume (guards against directories that contain themselves).
+const MAX_TOTAL_ENTRIES: usize = 1 << 20;
+
+/// What is left to read before the volume is declared corrupt.
+struct Budget {
+    bytes: u64,
+    entries: usize,
+}
 
 /// Read every file of the FAT volume at `offset..offset+len` in `file`.
 ///
@@ -97,7 +105,10 @@ fn read_inner(file: &File, offset: u64, len: u64) -> Result<BaseFat> {
     let label = fs.volume_label().trim().to_string();
     let volume_id = fs.volume_id();
     let mut files = Vec::new();
-    let mut budget = len;
+    let mut budget = Budget {
+        bytes: len,
+        entries: MAX_TOTAL_ENTRIES,
+    };
     walk(&fs.root_dir(), "", 0, &mut files, &mut budget)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(BaseFat {
@@ -112,7 +123,7 @@ fn walk<T: fatfs::ReadWriteSeek>(
     prefix: &str,
     depth: usize,
     out: &mut Vec<FatFile>,
-    budget: &mut u64,
+    budget: &mut Budget,
 ) -> Result<()> {
     if depth > MAX_DEPTH {
         bail!("reading the FAT volume: directories nested deeper than {MAX_DEPTH} at /{prefix} (corrupt volume?)");
@@ -124,6 +135,12 @@ fn walk<T: fatfs::ReadWriteSeek>(
                 "reading FAT directory {shown}: more than {MAX_ENTRIES} entries (corrupt volume?)"
             );
         }
+        if budget.entries == 0 {
+            bail!(
+                "reading the FAT volume: more than {MAX_TOTAL_ENTRIES} entries (corrupt volume?)"
+            );
+        }
+        budget.entries -= 1;
         let entry = entry.with_context(|| format!("reading FAT directory {shown}"))?;
         let name = entry.file_name();
         if name == "."
@@ -143,7 +160,7 @@ fn walk<T: fatfs::ReadWriteSeek>(
             walk(&entry.to_dir(), &path, depth + 1, out, budget)?;
         } else {
             let size = entry.len();
-            if size > *budget {
+            if size > budget.bytes {
                 bail!("reading FAT file {path}: {size} bytes do not fit in what is left of the volume (corrupt volume?)");
             }
             let mut data = Vec::with_capacity(size as usize);
@@ -158,7 +175,7 @@ fn walk<T: fatfs::ReadWriteSeek>(
                     data.len()
                 );
             }
-            *budget -= size;
+            budget.bytes -= size;
             out.push(FatFile {
                 path,
                 data: FileData::Bytes(data),

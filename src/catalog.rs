@@ -20,6 +20,8 @@ pub struct CatalogEntry {
     pub name: String,
     pub description: String,
     pub url: String,
+    /// Lowercase hex sha256; empty when upstream publishes none (then `base_sha256` is needed).
+    #[serde(default)]
     pub sha256: String,
     /// `raspios`, `ubuntu-raspi`, `debian-raspi` or `debian-generic`.
     pub family: String,
@@ -31,10 +33,30 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
-    /// The pinned source of this base.
-    pub fn source(&self) -> Result<Source> {
-        Source::new(&self.url, &self.sha256)
-            .with_context(|| format!("catalog base {:?}", self.name))
+    /// The pinned source of this base; `sha256` is required when the catalog pins none.
+    pub fn source(&self, sha256: Option<&str>) -> Result<Source> {
+        let given = sha256
+            .map(normalize_sha256)
+            .transpose()
+            .with_context(|| format!("base_sha256 for {:?}", self.name))?;
+        let sha = match (self.sha256.is_empty(), given) {
+            (true, Some(g)) => g,
+            (true, None) => bail!(
+                "catalog base {:?} has no pinned sha256 ({}); give base_sha256 in cluster.toml \
+                 after checking the file against {}",
+                self.name,
+                self.url,
+                self.sha256_source
+            ),
+            (false, Some(g)) if g != self.sha256 => bail!(
+                "base {:?} is pinned by the catalog to sha256 {}, but {g} was given; \
+                 give the URL instead of the name to use another file",
+                self.name,
+                self.sha256
+            ),
+            (false, _) => self.sha256.clone(),
+        };
+        Source::new(&self.url, &sha).with_context(|| format!("catalog base {:?}", self.name))
     }
 
     /// The base family.
@@ -72,8 +94,10 @@ fn parse(text: &str) -> Result<Vec<CatalogEntry>> {
     let mut out = Vec::new();
     for (name, mut e) in file.base {
         e.name = name;
-        e.sha256 = normalize_sha256(&e.sha256).with_context(|| format!("base {:?}", e.name))?;
-        e.source()?;
+        if !e.sha256.is_empty() {
+            e.sha256 = normalize_sha256(&e.sha256).with_context(|| format!("base {:?}", e.name))?;
+        }
+        Source::new(&e.url, &"0".repeat(64)).with_context(|| format!("base {:?}", e.name))?;
         e.family()?;
         out.push(e);
     }
@@ -90,18 +114,7 @@ pub fn lookup(name: &str) -> Result<Option<CatalogEntry>> {
 pub fn resolve_base(name_or_url: &str, sha256: Option<&str>) -> Result<(Source, Option<Family>)> {
     let key = name_or_url.trim();
     if let Some(e) = lookup(key)? {
-        let src = e.source()?;
-        if let Some(s) = sha256 {
-            let s = normalize_sha256(s).with_context(|| format!("base_sha256 for {key:?}"))?;
-            if s != src.sha256 {
-                bail!(
-                    "base {key:?} is pinned by the catalog to sha256 {}, but {s} was given; \
-                     give the URL instead of the name to use another file",
-                    src.sha256
-                );
-            }
-        }
-        return Ok((src, Some(e.family()?)));
+        return Ok((e.source(sha256)?, Some(e.family()?)));
     }
     let looks_like_location = key.contains("://") || key.starts_with('/');
     if !looks_like_location {
@@ -146,6 +159,13 @@ mod tests {
         assert!(resolve_base("raspios-lite-arm64", Some(&"0".repeat(64))).is_err());
         resolve_base("raspios-lite-arm64", Some(&src.sha256.to_uppercase())).unwrap();
 
+        // No sha256 pinned upstream: the caller must supply one.
+        let err = resolve_base("debian-13-generic-amd64", None).unwrap_err();
+        assert!(format!("{err:#}").contains("base_sha256"), "{err:#}");
+        let (src, fam) = resolve_base("debian-13-generic-amd64", Some(&"b".repeat(64))).unwrap();
+        assert_eq!(fam, Some(Family::DebianGeneric));
+        assert!(src.url.contains("/20260914-2601/"));
+
         let (src, fam) = resolve_base("/tmp/x.img", Some(&"A".repeat(64))).unwrap();
         assert_eq!((src.url.as_str(), fam), ("/tmp/x.img", None));
         assert_eq!(src.sha256, "a".repeat(64));
@@ -168,6 +188,7 @@ verified = false
 "#;
         assert!(parse(bad).is_err());
         assert!(parse(&bad.replace("\"zz\"", &format!("\"{}\"", "a".repeat(64)))).is_ok());
+        assert!(parse(&bad.replace("https://a/b", "ftp://a/b")).is_err());
         assert!(parse(
             &bad.replace("\"zz\"", &format!("\"{}\"", "a".repeat(64)))
                 .replace("raspios", "windows")

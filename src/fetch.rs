@@ -143,7 +143,8 @@ pub struct Fetcher {
     cache_dir: PathBuf,
     offline: bool,
     tuning: Tuning,
-    client: Option<reqwest::blocking::Client>,
+    /// Built on first use, so setters can still change the timeouts.
+    client: std::sync::OnceLock<reqwest::blocking::Client>,
 }
 
 /// Outcome of one HTTP attempt.
@@ -165,7 +166,7 @@ impl Fetcher {
             cache_dir,
             offline,
             tuning: Tuning::from_env(),
-            client: None,
+            client: std::sync::OnceLock::new(),
         })
     }
 
@@ -182,6 +183,20 @@ impl Fetcher {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("/tmp"));
         home.join(".cache").join("nodeforge")
+    }
+
+    /// Retry policy: `retries` failed attempts without progress, backoff `first`, doubled each time.
+    /// Defaults: 4 and 1 s (env `NODEFORGE_FETCH_RETRIES`, `NODEFORGE_FETCH_BACKOFF_MS`).
+    pub fn set_retry_policy(&mut self, retries: u32, first: Duration) {
+        self.tuning.retries = retries;
+        self.tuning.backoff = first;
+    }
+
+    /// Longest wait for response headers or for any single body read (default 60 s, env
+    /// `NODEFORGE_FETCH_IDLE_TIMEOUT_MS`); the whole download has no time limit.
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        self.tuning.idle_timeout = idle;
+        self.client = std::sync::OnceLock::new();
     }
 
     /// The cache directory this fetcher uses.
@@ -300,18 +315,19 @@ impl Fetcher {
     }
 
     fn client(&self) -> Result<reqwest::blocking::Client> {
-        if let Some(c) = &self.client {
+        if let Some(c) = self.client.get() {
             return Ok(c.clone());
         }
         // reqwest 0.13 blocking applies `timeout` to the wait for response headers and to
         // each single body read (blocking/response.rs `Read`), so it bounds stalls, not the
         // total download time. The per-client "total" 30 s default is replaced by it.
-        reqwest::blocking::Client::builder()
+        let c = reqwest::blocking::Client::builder()
             .user_agent(concat!("nodeforge/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(self.tuning.connect_timeout)
             .timeout(self.tuning.idle_timeout)
             .build()
-            .context("creating the HTTP client")
+            .context("creating the HTTP client")?;
+        Ok(self.client.get_or_init(|| c).clone())
     }
 
     /// Download `url` into `dest`, resuming from what `dest` already holds.
@@ -353,6 +369,7 @@ impl Fetcher {
                     }
                     if failures > self.tuning.retries || attempts > 50 {
                         progress.abandon();
+                        drop_if_empty(dest, have);
                         return Err(err.context(format!(
                             "fetching {what} from {url} failed after {attempts} attempts"
                         )));
@@ -367,6 +384,7 @@ impl Fetcher {
                 }
                 Err(e) => {
                     progress.abandon();
+                    drop_if_empty(dest, have);
                     return Err(e);
                 }
             }
@@ -463,6 +481,13 @@ impl Fetcher {
             progress.set(*have);
         }
         Ok(Attempt::Done)
+    }
+}
+
+/// A failed download that got no bytes leaves no file behind (a non-empty one is kept to resume).
+fn drop_if_empty(dest: &Path, have: u64) {
+    if have == 0 {
+        let _ = fs::remove_file(dest);
     }
 }
 

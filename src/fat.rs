@@ -352,6 +352,24 @@ impl FatImage {
     /// `out` is extended to `offset + size()` if shorter; the regions not written must read as
     /// zeros (a fresh file sized with `set_len`).
     pub fn write_at(&self, out: &File, offset: u64) -> Result<()> {
+        // Check every input first, so a changed file fails before anything is written.
+        for f in &self.files {
+            if let FileData::Path(p) = &f.data {
+                let len = std::fs::metadata(p)
+                    .with_context(|| {
+                        format!("reading metadata of {} (FAT file {})", p.display(), f.path)
+                    })?
+                    .len();
+                if len != f.size {
+                    bail!(
+                        "{} (FAT file {}) changed size from {} to {len} bytes while building the image",
+                        p.display(),
+                        f.path,
+                        f.size
+                    );
+                }
+            }
+        }
         let end = offset + self.size();
         let cur = out
             .metadata()

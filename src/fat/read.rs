@@ -211,7 +211,8 @@ fn walk<T: fatfs::ReadWriteSeek>(
             if size > budget.bytes {
                 bail!("reading FAT file {path}: {size} bytes do not fit in what is left of the volume (corrupt volume?)");
             }
-            let mut data = Vec::with_capacity(size as usize);
+            // Capacity capped: a corrupt entry's size is not trusted for one allocation.
+            let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
             entry
                 .to_file()
                 .take(size)

@@ -310,6 +310,11 @@ fn big_volume_uses_4k_clusters_and_leaves_holes() {
     assert_eq!(img.size(), 600 << 20);
     assert_eq!(img.cluster_size(), 4096);
     assert_fsck_clean(&img_path);
+    let back = read_fat(&File::open(&img_path).unwrap(), 0, img.size()).unwrap();
+    assert!(
+        expected(&back.files) == expected(&tree(&big)),
+        "read_fat differs (4 KiB clusters)"
+    );
     let allocated = std::fs::metadata(&img_path).unwrap().blocks() * 512;
     // ~6 MiB of data (1 MiB of it zeros), FATs of ~150 KiB each: well under 10 MiB on disk.
     assert!(

@@ -200,35 +200,9 @@ impl FatImage {
             dirs + data
         };
 
-        // Prefer 4 KiB clusters; fall back to smaller ones while the cluster count would be too
-        // low for FAT32; below ~33 MiB grow the volume.
-        let mut chosen = None;
-        for cs in [4096u64, 2048, 1024, 512] {
-            let content = content_clusters(cs);
-            let size = plan_size(content, cs, opts.min_size);
-            let (_, cc) = layout(size / SECTOR, cs / SECTOR);
-            if cc >= MIN_CLUSTERS && cc >= content {
-                chosen = Some((cs, size, content));
-                break;
-            }
-        }
-        let (cs, mut size, content) = match chosen {
-            Some(c) => c,
-            None => {
-                let cs = 512;
-                let content = content_clusters(cs);
-                (cs, plan_size(content, cs, opts.min_size), content)
-            }
-        };
-        let spc = cs / SECTOR;
-        let (mut fat_sectors, mut cc) = layout(size / SECTOR, spc);
-        while cc < MIN_CLUSTERS || cc < content {
-            size += MIB;
-            (fat_sectors, cc) = layout(size / SECTOR, spc);
-        }
-        if cc > MAX_CLUSTERS || size / SECTOR > u64::from(u32::MAX) {
-            bail!("FAT volume of {size} bytes is too large for FAT32");
-        }
+        let g = choose_geometry(content_clusters, opts.min_size)?;
+        let (cs, size, fat_sectors, cc, content) =
+            (g.cluster_size, g.size, g.fat_sectors, g.clusters, g.content);
 
         // Clusters: directories in pre-order from cluster 2 (the root), then files.
         let mut next: u64 = 2;
@@ -315,7 +289,7 @@ impl FatImage {
 
         Ok(FatImage {
             total_sectors: (size / SECTOR) as u32,
-            sectors_per_cluster: spc as u32,
+            sectors_per_cluster: (cs / SECTOR) as u32,
             fat_sectors: fat_sectors as u32,
             hidden_sectors: 0,
             label,
@@ -555,6 +529,53 @@ impl FatImage {
         b[508..512].copy_from_slice(&0xAA55_0000u32.to_le_bytes());
         b
     }
+}
+
+/// Cluster size, volume size and FAT size chosen for some content.
+struct Geometry {
+    cluster_size: u64,
+    size: u64,
+    fat_sectors: u64,
+    clusters: u64,
+    /// Clusters used by directories and files.
+    content: u64,
+}
+
+/// Prefer 4 KiB clusters; fall back to smaller ones while the cluster count would be too low for
+/// FAT32; if even 512-byte clusters are too few (below ~33 MiB), grow the volume.
+fn choose_geometry(content_clusters: impl Fn(u64) -> u64, min_size: u64) -> Result<Geometry> {
+    let mut chosen = None;
+    for cs in [4096u64, 2048, 1024, 512] {
+        let content = content_clusters(cs);
+        let size = plan_size(content, cs, min_size);
+        let (_, cc) = layout(size / SECTOR, cs / SECTOR);
+        if cc >= MIN_CLUSTERS && cc >= content {
+            chosen = Some((cs, size, content));
+            break;
+        }
+    }
+    let (cs, mut size, content) = match chosen {
+        Some(c) => c,
+        None => {
+            let content = content_clusters(512);
+            (512, plan_size(content, 512, min_size), content)
+        }
+    };
+    let (mut fat_sectors, mut cc) = layout(size / SECTOR, cs / SECTOR);
+    while cc < MIN_CLUSTERS || cc < content {
+        size += MIB;
+        (fat_sectors, cc) = layout(size / SECTOR, cs / SECTOR);
+    }
+    if cc > MAX_CLUSTERS || size / SECTOR > u64::from(u32::MAX) {
+        bail!("FAT volume of {size} bytes is too large for FAT32");
+    }
+    Ok(Geometry {
+        cluster_size: cs,
+        size,
+        fat_sectors,
+        clusters: cc,
+        content,
+    })
 }
 
 /// Volume size in bytes for `content` clusters of `cs` bytes: content + FATs + headroom of

@@ -6,22 +6,16 @@
 //! read-back of every mapped range hashed on all cores against the bmap's sha256.
 
 pub mod devices;
+pub mod engine;
 
-use crate::bmap::{self, Bmap, BLOCK_SIZE};
+use crate::bmap::{self, Bmap};
 use anyhow::{bail, Context, Result};
 use devices::DeviceInfo;
-use indicatif::{ProgressBar, ProgressStyle};
-use sha2::{Digest, Sha256};
+use engine::Compression;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, IsTerminal, Read, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::io::{BufRead, IsTerminal, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Instant;
-
-/// Size of each read/write buffer.
-const CHUNK: usize = 4 << 20;
 
 /// Arguments of `nodeforge flash`.
 #[derive(clap::Args)]
@@ -29,7 +23,11 @@ pub struct FlashArgs {
     /// Image to write: `.img`, `.img.xz` or `.img.gz` (its `.bmap` beside it is used).
     pub image: PathBuf,
     /// Target: a whole-disk block device (e.g. /dev/sdb) or a regular file.
-    pub target: PathBuf,
+    #[arg(required_unless_present = "emit_bmap")]
+    pub target: Option<PathBuf>,
+    /// Only write IMAGE's bmap (bmaptool 2.0) to this path and exit.
+    #[arg(long, hide = true, value_name = "BMAP")]
+    pub emit_bmap: Option<PathBuf>,
     /// Use this bmap instead of looking beside the image.
     #[arg(long)]
     pub bmap: Option<PathBuf>,
@@ -135,6 +133,13 @@ impl FlashReport {
 
 /// Run `nodeforge flash`.
 pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
+    if let Some(out) = &a.emit_bmap {
+        let b = bmap::generate(&a.image)?;
+        return bmap::write(&b, out);
+    }
+    let Some(target) = &a.target else {
+        bail!("no TARGET given");
+    };
     let opts = FlashOptions {
         verify: !a.no_verify,
         yes: a.yes,
@@ -143,7 +148,7 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
         bmap: a.bmap.clone(),
         progress: true,
     };
-    let report = flash_image(&a.image, &a.target, &opts)?;
+    let report = flash_image(&a.image, target, &opts)?;
     eprintln!("{}", report.summary());
     Ok(())
 }
@@ -189,14 +194,6 @@ pub fn cmd_devices(a: &DevicesArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// How the image bytes are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
-    None,
-    Xz,
-    Gz,
 }
 
 fn compression_of(image: &Path) -> Compression {
@@ -292,14 +289,6 @@ fn resolve_target(target: &Path, sysroot: &Path) -> Result<Target> {
     }
 }
 
-/// A region to check after writing: `(offset, len, sha256 hex)`.
-#[derive(Debug, Clone)]
-struct Check {
-    off: u64,
-    len: u64,
-    sha256: String,
-}
-
 /// What to write and how to check it.
 struct Plan {
     comp: Compression,
@@ -360,7 +349,7 @@ fn plan(image: &Path, opts: &FlashOptions) -> Result<Plan> {
 pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<FlashReport> {
     let plan = plan(image, opts)?;
     let tgt = resolve_target(target, &opts.sysroot)?;
-    let (out, is_device, real_dev) = match &tgt {
+    let (out, is_device) = match &tgt {
         Target::File(p) => {
             if std::fs::canonicalize(p).ok() == std::fs::canonicalize(image).ok() {
                 bail!("target {} is the image itself", p.display());
@@ -372,7 +361,7 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
                 .truncate(true)
                 .open(p)
                 .with_context(|| format!("create target file {}", p.display()))?;
-            (f, false, false)
+            (f, false)
         }
         Target::Device {
             open_path,
@@ -390,7 +379,7 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
             let f = o
                 .open(open_path)
                 .with_context(|| format!("open device {} for writing", info.path.display()))?;
-            (f, true, *real)
+            (f, true)
         }
     };
     let target_name = match &tgt {
@@ -408,30 +397,27 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
         }
     }
 
-    let t0 = Instant::now();
-    let skip_zero = !is_device;
-    let (written, size, checks) =
-        write_all(image, &plan, &out, &target_name, dev_limit, skip_zero, opts)?;
+    let src = engine::Source {
+        image,
+        comp: plan.comp,
+        bmap: plan.bmap.as_ref(),
+    };
+    let sink = engine::Sink {
+        out: &out,
+        name: &target_name,
+        device: is_device,
+        limit: dev_limit,
+    };
+    let o = engine::run(&src, &sink, opts.verify, opts.progress)?;
     if !is_device && plan.image_size.is_none() {
-        out.set_len(size)
+        out.set_len(o.size)
             .with_context(|| format!("size target file {}", target_name.display()))?;
+        out.sync_all()
+            .with_context(|| format!("fsync {}", target_name.display()))?;
     }
-    out.sync_all()
-        .with_context(|| format!("fsync {}", target_name.display()))?;
-    let write_seconds = t0.elapsed().as_secs_f64();
-
-    let mut verified = None;
-    let mut verify_seconds = 0.0;
-    if opts.verify {
-        let t1 = Instant::now();
-        if real_dev {
-            // Read the medium, not the page cache.
-            let _ = rustix::fs::fadvise(&out, 0, None, rustix::fs::Advice::DontNeed);
-        }
-        verify_checks(&out, &target_name, &checks, opts.progress)?;
-        verified = Some(true);
-        verify_seconds = t1.elapsed().as_secs_f64();
-    }
+    let (written, size, write_seconds, verify_seconds) =
+        (o.written, o.size, o.write_seconds, o.verify_seconds);
+    let verified = opts.verify.then_some(true);
     Ok(FlashReport {
         target: target_name,
         device: is_device,
@@ -480,344 +466,7 @@ fn confirm(info: &DeviceInfo, yes: bool) -> Result<()> {
     Ok(())
 }
 
-fn bar(total: Option<u64>, msg: &'static str, show: bool) -> ProgressBar {
-    if !show || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = match total {
-        Some(t) => ProgressBar::new(t),
-        None => ProgressBar::no_length(),
-    };
-    let style = if total.is_some() {
-        "{msg:7} [{bar:32}] {bytes}/{total_bytes} {decimal_bytes_per_sec} eta {eta}"
-    } else {
-        "{msg:7} {bytes} {decimal_bytes_per_sec}"
-    };
-    if let Ok(s) = ProgressStyle::with_template(style) {
-        pb.set_style(s.progress_chars("=> "));
-    }
-    pb.set_message(msg);
-    pb
-}
-
-fn open_stream(image: &Path, comp: Compression) -> Result<Box<dyn Read + Send>> {
-    let f = File::open(image).with_context(|| format!("open image {}", image.display()))?;
-    let r = std::io::BufReader::with_capacity(1 << 20, f);
-    Ok(match comp {
-        Compression::None => Box::new(r),
-        Compression::Gz => Box::new(flate2::read::MultiGzDecoder::new(r)),
-        Compression::Xz => {
-            let threads = std::thread::available_parallelism()
-                .map(|n| n.get() as u32)
-                .unwrap_or(1);
-            let stream = liblzma::stream::MtStreamBuilder::new()
-                .threads(threads)
-                .memlimit_stop(u64::MAX)
-                .decoder()
-                .context("set up the xz decoder")?;
-            Box::new(liblzma::read::XzDecoder::new_stream(r, stream))
-        }
-    })
-}
-
-/// Fill `buf` from `r`; returns bytes read (less than `buf.len()` only at end of stream).
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
-}
-
-/// A filled buffer for image offset `off`; `segs` are the `[start, end)` parts to write.
-struct Job {
-    off: u64,
-    buf: Vec<u8>,
-    segs: Vec<(usize, usize)>,
-}
-
-/// Run the reader thread and write its buffers. Returns (bytes written, image size, checks).
-fn write_all(
-    image: &Path,
-    plan: &Plan,
-    out: &File,
-    target: &Path,
-    dev_limit: Option<u64>,
-    skip_zero: bool,
-    opts: &FlashOptions,
-) -> Result<(u64, u64, Vec<Check>)> {
-    let total = plan.bmap.as_ref().map(|b| b.mapped_bytes());
-    let pb = bar(total, "write", opts.progress);
-    let (tx, rx) = mpsc::sync_channel::<Job>(3);
-    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-    for _ in 0..4 {
-        let _ = free_tx.send(vec![0u8; CHUNK]);
-    }
-    let mut written = 0u64;
-    let result = std::thread::scope(|s| {
-        let reader = s.spawn(move || produce(image, plan, skip_zero, tx, free_rx));
-        let mut werr: Option<anyhow::Error> = None;
-        for job in rx.iter() {
-            for &(a, e) in &job.segs {
-                let at = job.off + a as u64;
-                if let Some(lim) = dev_limit {
-                    if job.off + e as u64 > lim {
-                        werr = Some(anyhow::anyhow!(
-                            "image is larger than {} ({} bytes)",
-                            target.display(),
-                            lim
-                        ));
-                        break;
-                    }
-                }
-                if let Err(err) = out.write_all_at(&job.buf[a..e], at) {
-                    werr = Some(
-                        anyhow::Error::new(err)
-                            .context(format!("write {} at offset {at}", target.display())),
-                    );
-                    break;
-                }
-                written += (e - a) as u64;
-                pb.inc((e - a) as u64);
-            }
-            let _ = free_tx.send(job.buf);
-            if werr.is_some() {
-                break;
-            }
-        }
-        drop(rx);
-        drop(free_tx);
-        let produced = reader
-            .join()
-            .map_err(|_| anyhow::anyhow!("image reader thread panicked"))?;
-        if let Some(e) = werr {
-            return Err(e);
-        }
-        produced
-    });
-    pb.finish_and_clear();
-    let (size, checks) = result.with_context(|| format!("flash {}", image.display()))?;
-    Ok((written, size, checks))
-}
-
-/// Reader side: send buffers to write; return (image size, checks).
-fn produce(
-    image: &Path,
-    plan: &Plan,
-    skip_zero: bool,
-    tx: mpsc::SyncSender<Job>,
-    free: mpsc::Receiver<Vec<u8>>,
-) -> Result<(u64, Vec<Check>)> {
-    let get = || free.recv().map_err(|_| anyhow::anyhow!("writer stopped"));
-    let send = |j: Job| tx.send(j).map_err(|_| anyhow::anyhow!("writer stopped"));
-    match &plan.bmap {
-        Some(b) => {
-            let mut checks = Vec::with_capacity(b.ranges.len());
-            let raw = if plan.comp == Compression::None {
-                Some(File::open(image).with_context(|| format!("open image {}", image.display()))?)
-            } else {
-                None
-            };
-            let mut stream = match plan.comp {
-                Compression::None => None,
-                c => Some(open_stream(image, c)?),
-            };
-            let mut pos = 0u64; // stream position
-            let mut skip = vec![0u8; 1 << 20];
-            for r in &b.ranges {
-                let (off, len) = r.byte_span(b.block_size, b.image_size);
-                let mut h = r.sha256.is_empty().then(Sha256::new);
-                if let Some(st) = stream.as_mut() {
-                    while pos < off {
-                        let n = ((off - pos) as usize).min(skip.len());
-                        let k = read_full(st.as_mut(), &mut skip[..n])
-                            .with_context(|| format!("decompress {}", image.display()))?;
-                        if k == 0 {
-                            bail!(
-                                "{} ends at {pos} bytes, before its bmap's data",
-                                image.display()
-                            );
-                        }
-                        pos += k as u64;
-                    }
-                }
-                let mut done = 0u64;
-                while done < len {
-                    let mut buf = get()?;
-                    let n = ((len - done) as usize).min(CHUNK);
-                    let at = off + done;
-                    if let Some(f) = &raw {
-                        f.read_exact_at(&mut buf[..n], at)
-                            .with_context(|| format!("read {} at {at}", image.display()))?;
-                    } else if let Some(st) = stream.as_mut() {
-                        let k = read_full(st.as_mut(), &mut buf[..n])
-                            .with_context(|| format!("decompress {}", image.display()))?;
-                        if k < n {
-                            bail!(
-                                "{} ends at {} bytes, before its bmap's data",
-                                image.display(),
-                                at + k as u64
-                            );
-                        }
-                        pos += n as u64;
-                    }
-                    if let Some(h) = h.as_mut() {
-                        h.update(&buf[..n]);
-                    }
-                    send(Job {
-                        off: at,
-                        buf,
-                        segs: vec![(0, n)],
-                    })?;
-                    done += n as u64;
-                }
-                checks.push(Check {
-                    off,
-                    len,
-                    sha256: match h {
-                        Some(h) => hex::encode(h.finalize()),
-                        None => r.sha256.clone(),
-                    },
-                });
-            }
-            Ok((b.image_size, checks))
-        }
-        None => {
-            // Compressed without a bmap: stream everything, dropping all-zero blocks for files.
-            let mut st = open_stream(image, plan.comp)?;
-            let mut checks = Vec::new();
-            let mut pos = 0u64;
-            loop {
-                let mut buf = get()?;
-                let k = read_full(st.as_mut(), &mut buf[..CHUNK])
-                    .with_context(|| format!("decompress {}", image.display()))?;
-                if k == 0 {
-                    break;
-                }
-                let mut segs: Vec<(usize, usize)> = Vec::new();
-                if skip_zero {
-                    let bs = BLOCK_SIZE as usize;
-                    let mut i = 0;
-                    while i < k {
-                        let e = (i + bs).min(k);
-                        if buf[i..e].iter().any(|&b| b != 0) {
-                            match segs.last_mut() {
-                                Some(s) if s.1 == i => s.1 = e,
-                                _ => segs.push((i, e)),
-                            }
-                        }
-                        i = e;
-                    }
-                } else {
-                    segs.push((0, k));
-                }
-                for &(a, e) in &segs {
-                    checks.push(Check {
-                        off: pos + a as u64,
-                        len: (e - a) as u64,
-                        sha256: hex::encode(Sha256::digest(&buf[a..e])),
-                    });
-                }
-                send(Job {
-                    off: pos,
-                    buf,
-                    segs,
-                })?;
-                pos += k as u64;
-                if k < CHUNK {
-                    break;
-                }
-            }
-            Ok((pos, checks))
-        }
-    }
-}
-
-/// Read `checks` back from `f` on all cores and compare their sha256.
-fn verify_checks(f: &File, name: &Path, checks: &[Check], progress: bool) -> Result<()> {
-    let total: u64 = checks.iter().map(|c| c.len).sum();
-    let pb = bar(Some(total), "verify", progress);
-    let next = AtomicUsize::new(0);
-    let done = AtomicU64::new(0);
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8);
-    let res: Vec<Result<()>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    let mut buf = vec![0u8; CHUNK];
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(c) = checks.get(i) else {
-                            return Ok(());
-                        };
-                        let mut h = Sha256::new();
-                        let mut d = 0u64;
-                        while d < c.len {
-                            let n = ((c.len - d) as usize).min(CHUNK);
-                            f.read_exact_at(&mut buf[..n], c.off + d).with_context(|| {
-                                format!("read back {} at {}", name.display(), c.off + d)
-                            })?;
-                            h.update(&buf[..n]);
-                            d += n as u64;
-                            let t = done.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-                            pb.set_position(t);
-                        }
-                        let got = hex::encode(h.finalize());
-                        if got != c.sha256 {
-                            // Signal the other workers to stop.
-                            next.store(checks.len(), Ordering::Relaxed);
-                            bail!(
-                                "verify failed: {} bytes {}..{} read back with sha256 {got}, expected {}",
-                                name.display(),
-                                c.off,
-                                c.off + c.len,
-                                c.sha256
-                            );
-                        }
-                    }
-                })
-            })
-            .collect();
-        hs.into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("verify thread panicked")))
-            })
-            .collect()
-    });
-    pb.finish_and_clear();
-    for r in res {
-        r?;
-    }
-    Ok(())
-}
-
 /// Check `target` (file or device) against every mapped range of `bmap` (sha256 per range).
 pub fn verify(target: &Path, bmap: &Bmap) -> Result<()> {
-    let f = File::open(target).with_context(|| format!("open {}", target.display()))?;
-    let mut checks = Vec::with_capacity(bmap.ranges.len());
-    for r in &bmap.ranges {
-        if r.sha256.is_empty() {
-            bail!(
-                "bmap has no checksum for blocks {}-{}: cannot verify",
-                r.first,
-                r.last
-            );
-        }
-        let (off, len) = r.byte_span(bmap.block_size, bmap.image_size);
-        checks.push(Check {
-            off,
-            len,
-            sha256: r.sha256.clone(),
-        });
-    }
-    verify_checks(&f, target, &checks, false)
+    engine::verify_file(target, bmap)
 }

@@ -349,6 +349,8 @@ fn plan(image: &Path, opts: &FlashOptions) -> Result<Plan> {
 pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<FlashReport> {
     let plan = plan(image, opts)?;
     let tgt = resolve_target(target, &opts.sysroot)?;
+    // A file we create and then fail to fill is removed: no partial output.
+    let created = matches!(&tgt, Target::File(p) if std::fs::symlink_metadata(p).is_err());
     let (out, is_device) = match &tgt {
         Target::File(p) => {
             if std::fs::canonicalize(p).ok() == std::fs::canonicalize(image).ok() {
@@ -408,13 +410,24 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
         device: is_device,
         limit: dev_limit,
     };
-    let o = engine::run(&src, &sink, opts.verify, opts.progress)?;
-    if !is_device && plan.image_size.is_none() {
-        out.set_len(o.size)
-            .with_context(|| format!("size target file {}", target_name.display()))?;
-        out.sync_all()
-            .with_context(|| format!("fsync {}", target_name.display()))?;
-    }
+    let res = engine::run(&src, &sink, opts.verify, opts.progress).and_then(|o| {
+        if !is_device && plan.image_size.is_none() {
+            out.set_len(o.size)
+                .with_context(|| format!("size target file {}", target_name.display()))?;
+            out.sync_all()
+                .with_context(|| format!("fsync {}", target_name.display()))?;
+        }
+        Ok(o)
+    });
+    let o = match res {
+        Ok(o) => o,
+        Err(e) => {
+            if created {
+                let _ = std::fs::remove_file(&target_name);
+            }
+            return Err(e);
+        }
+    };
     let (written, size, write_seconds, verify_seconds) =
         (o.written, o.size, o.write_seconds, o.verify_seconds);
     let verified = opts.verify.then_some(true);

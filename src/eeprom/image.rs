@@ -69,11 +69,14 @@ fn check_size(image: &[u8]) -> Result<()> {
 }
 
 /// Walk the sections from offset 0 until a 0x00000000/0xffffffff magic (rpi-eeprom-config `parse`).
+///
+/// Unlike rpi-eeprom-config the walk also stops at the reserved last 4 KiB: the bootloader may write
+/// anything there, and no section starts in it.
 pub fn parse_sections(image: &[u8]) -> Result<Vec<Section>> {
     check_size(image)?;
     let mut sections = Vec::new();
     let mut off = 0usize;
-    while off + HDR_LEN <= image.len() {
+    while off + HDR_LEN <= image.len() - RESERVED_TAIL {
         let (Some(magic), Some(len)) = (be32(image, off), be32(image, off + 4)) else {
             break;
         };

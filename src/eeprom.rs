@@ -98,7 +98,14 @@ pub fn cmd_eeprom(a: &EepromArgs) -> Result<()> {
     let eeprom_name = eeprom_path.file_name().and_then(|n| n.to_str());
     let timestamp = card_epoch(sde.as_deref(), eeprom_name, &pins.release_date)?;
     let eeprom_source = match &a.eeprom {
-        Some(p) => format!("local file {}", p.display()),
+        // Only the file name: the card must not depend on where the input sat.
+        Some(p) => format!(
+            "local file {}",
+            p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        ),
         None => pins.pieeprom.url.clone(),
     };
     let inputs = CardInputs {

@@ -89,31 +89,35 @@ pub struct CardInputs {
     pub eeprom_source: String,
 }
 
-/// README.txt: what the card does and how to use it.
+/// README.txt: what the card does and how to use it (CRLF, for any OS that opens the card).
 fn readme(inp: &CardInputs) -> String {
-    let conf: String = inp.bootconf.lines().map(|l| format!("    {l}\n")).collect();
-    format!(
-        "Raspberry Pi 4 bootloader (EEPROM) update card, made by nodeforge\r\n\
-         \r\n\
-         EEPROM image: {src}\r\n\
-         sha256 of pieeprom.bin: {sha}\r\n\
-         \r\n\
-         Embedded bootloader config (bootconf.txt):\r\n\
-         {conf}\
-         \r\n\
-         To update the EEPROM:\r\n\
-         1. Power off the Raspberry Pi 4 and remove any USB drives.\r\n\
-         2. Insert this SD card and power on.\r\n\
-         3. Wait at least 10 seconds: the green LED blinks rapidly forever on success\r\n\
-            (an HDMI screen turns green; red means failure).\r\n\
-         4. Power off, remove the card, attach the USB drive with the node image and power on.\r\n\
-         \r\n\
-         recovery.bin renames itself to recovery.000 after a successful update so it\r\n\
-         does not run again; reflash this image to use the card a second time.\r\n",
-        src = inp.eeprom_source,
-        sha = hex::encode(Sha256::digest(&inp.eeprom)),
-        conf = conf.replace('\n', "\r\n"),
-    )
+    let sha = hex::encode(Sha256::digest(&inp.eeprom));
+    let mut lines = vec![
+        "Raspberry Pi 4 bootloader (EEPROM) update card, made by nodeforge".to_string(),
+        String::new(),
+        format!("EEPROM image: {}", inp.eeprom_source),
+        format!("sha256 of pieeprom.bin: {sha}"),
+        String::new(),
+        "Embedded bootloader config (bootconf.txt):".to_string(),
+    ];
+    lines.extend(inp.bootconf.lines().map(|l| format!("    {l}")));
+    for l in [
+        "",
+        "To update the EEPROM:",
+        "1. Power off the Raspberry Pi 4 and remove any USB drives.",
+        "2. Insert this SD card and power on.",
+        "3. Wait at least 10 seconds: the green LED blinks rapidly forever on success",
+        "   (an HDMI screen turns green; red means failure).",
+        "4. Power off, remove the card, attach the USB drive with the node image, power on.",
+        "",
+        "recovery.bin renames itself to recovery.000 after a successful update so it",
+        "does not run again; reflash this image to use the card a second time.",
+    ] {
+        lines.push(l.to_string());
+    }
+    let mut out = lines.join("\r\n");
+    out.push_str("\r\n");
+    out
 }
 
 /// The card's files, sorted by name.
@@ -212,6 +216,34 @@ mod tests {
         assert_eq!(
             s,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\nts: 1700000000\n"
+        );
+    }
+
+    #[test]
+    fn files_and_readme() {
+        let inp = CardInputs {
+            eeprom: vec![1, 2, 3],
+            recovery: vec![4],
+            bootconf: "[all]\nBOOT_ORDER=0xf14\n".into(),
+            timestamp: 5,
+            eeprom_source: "local file pieeprom-2025-05-08.bin".into(),
+        };
+        let files = card_files(&inp);
+        let names: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            names,
+            ["README.txt", "pieeprom.bin", "pieeprom.sig", "recovery.bin"]
+        );
+        let FileData::Bytes(readme) = &files[0].data else {
+            panic!("README.txt should be bytes")
+        };
+        let readme = String::from_utf8(readme.clone()).unwrap();
+        assert!(readme.contains("\r\n    BOOT_ORDER=0xf14\r\n"));
+        assert!(readme.contains("\r\n   (an HDMI"));
+        assert!(readme.contains(&hex::encode(Sha256::digest([1u8, 2, 3]))));
+        assert_eq!(
+            partial_path(Path::new("a/card.img")),
+            Path::new("a/card.img.partial")
         );
     }
 

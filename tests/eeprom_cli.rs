@@ -177,3 +177,35 @@ fn builtin_pins_refuse_or_name_their_source() {
     let err = text(&out.stderr);
     assert!(err.contains("--eeprom") || err.contains("offline"), "{err}");
 }
+
+#[test]
+fn eeprom_out_writes_the_image_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = build_image(ORIGINAL_CONF, false);
+    std::fs::write(dir.path().join("pieeprom.bin"), &original).unwrap();
+    let out = nodeforge(
+        &[
+            "eeprom",
+            "--eeprom",
+            "pieeprom.bin",
+            "--boot-order",
+            "0xf461",
+            "--set",
+            "USB_MSD_DISCOVER_TIMEOUT=20000",
+            "--eeprom-out",
+            "new.bin",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.path().join("new.bin.partial").exists());
+    let new = std::fs::read(dir.path().join("new.bin")).unwrap();
+    assert_eq!(new.len(), IMAGE_SIZE);
+    assert_eq!(new[TAIL_AT..], original[TAIL_AT..]);
+    let shown = nodeforge(&["eeprom", "--show", "new.bin"], dir.path());
+    assert_eq!(
+        text(&shown.stdout),
+        "[all]\nBOOT_UART=0\nWAKE_ON_GPIO=1\nENABLE_SELF_UPDATE=1\nBOOT_ORDER=0xf461\n\
+         NET_INSTALL_AT_POWER_ON=1\nUSB_MSD_DISCOVER_TIMEOUT=20000\n"
+    );
+}

@@ -124,7 +124,11 @@ pub fn cmd_eeprom(a: &EepromArgs) -> Result<()> {
     }
     if let (Some(out), Some(recovery)) = (&a.output, recovery) {
         let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
-        let eeprom_name = eeprom_path.file_name().and_then(|n| n.to_str());
+        // The release date in the file name: the local file's, or the pin's (not the cache path's).
+        let eeprom_name = match &a.eeprom {
+            Some(p) => p.file_name().and_then(|n| n.to_str()),
+            None => Some(pins.pieeprom.file_name()),
+        };
         let timestamp = card_epoch(sde.as_deref(), eeprom_name, &pins.release_date)?;
         let eeprom_source = match &a.eeprom {
             // Only the file name: the card must not depend on where the input sat.

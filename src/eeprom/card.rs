@@ -141,7 +141,7 @@ pub fn card_files(inp: &CardInputs) -> Vec<FatFile> {
 pub fn write_card(out: &Path, inp: &CardInputs) -> Result<()> {
     let digest = Sha256::digest(&inp.eeprom);
     let volume_id = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
-    let fat = FatImage::new(
+    let mut fat = FatImage::new(
         card_files(inp),
         FatOptions {
             label: CARD_LABEL.to_string(),
@@ -151,6 +151,8 @@ pub fn write_card(out: &Path, inp: &CardInputs) -> Result<()> {
         },
     )
     .context("planning the card's FAT32 volume")?;
+    // As mkfs.fat on a partition device would: the BPB records where the partition starts.
+    fat.set_hidden_sectors(CARD_PART_START_SECTOR as u32);
     let start = CARD_PART_START_SECTOR * SECTOR;
     let disk_size = start + fat.size();
     let layout = DiskLayout {

@@ -1,8 +1,8 @@
 //! Pinned rpi-eeprom release files (`firmware/rpi-eeprom.toml`) and fetching them.
 
+use crate::fetch::{Fetcher, Source};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// The manifest shipped in the binary.
@@ -72,30 +72,18 @@ pub fn require_verified(pin: &Pin, what: &str, option: &str) -> Result<()> {
     Ok(())
 }
 
-/// Fetch a verified pin. Until the shared fetch stage lands this handles `file://` URLs itself
-/// (hash-checked) and refuses network URLs.
+/// Fetch a verified pin through the fetch stage (cached by sha256, checked, `--offline` aware).
 pub fn fetch_pin(
     pin: &Pin,
     what: &str,
-    _cache_dir: Option<&Path>,
-    _offline: bool,
+    cache_dir: Option<&Path>,
+    offline: bool,
 ) -> Result<PathBuf> {
-    let Some(path) = pin.url.strip_prefix("file://") else {
-        bail!(
-            "downloading the pinned {what} ({}) needs the fetch stage, which this build lacks; \
-             pass a local file instead",
-            pin.url
-        );
-    };
-    let bytes = std::fs::read(path).with_context(|| format!("reading pinned {what} {path}"))?;
-    let got = hex::encode(Sha256::digest(&bytes));
-    if !got.eq_ignore_ascii_case(&pin.sha256) {
-        bail!(
-            "pinned {what} {path}: sha256 {got} does not match the pin {}",
-            pin.sha256
-        );
-    }
-    Ok(PathBuf::from(path))
+    let src = Source::new(&pin.url, &pin.sha256)
+        .with_context(|| format!("pinned {what} in firmware/rpi-eeprom.toml"))?;
+    let cache = cache_dir.map_or_else(Fetcher::default_cache_dir, Path::to_path_buf);
+    let fetcher = Fetcher::new(cache, offline)?;
+    fetcher.fetch(&src, what)
 }
 
 #[cfg(test)]

@@ -209,3 +209,33 @@ fn eeprom_out_writes_the_image_alone() {
          NET_INSTALL_AT_POWER_ON=1\nUSB_MSD_DISCOVER_TIMEOUT=20000\n"
     );
 }
+
+#[test]
+fn offline_with_an_uncached_verified_pin_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let pins = format!(
+        "repo = \"raspberrypi/rpi-eeprom\"\ncommit = \"{c}\"\nrelease_date = \"2026-09-23\"\n\
+         [pieeprom]\nurl = \"https://example.invalid/pieeprom-2026-09-23.bin\"\nsha256 = \"{s}\"\nverified = true\n\
+         [recovery]\nurl = \"https://example.invalid/recovery.bin\"\nsha256 = \"{s}\"\nverified = true\n",
+        c = "0".repeat(40),
+        s = "ab".repeat(32),
+    );
+    std::fs::write(dir.path().join("pins.toml"), pins).unwrap();
+    let out = nodeforge(
+        &[
+            "eeprom",
+            "--pins",
+            "pins.toml",
+            "--offline",
+            "--cache-dir",
+            "cache",
+            "-o",
+            "c.img",
+        ],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("offline"), "{err}");
+    assert!(!dir.path().join("c.img").exists());
+}

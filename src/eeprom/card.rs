@@ -57,7 +57,8 @@ pub fn card_epoch(
     eeprom_file_name: Option<&str>,
     pinned_release_date: &str,
 ) -> Result<i64> {
-    if let Some(s) = source_date_epoch {
+    // An empty SOURCE_DATE_EPOCH counts as unset, as in most reproducible-build tools.
+    if let Some(s) = source_date_epoch.filter(|s| !s.trim().is_empty()) {
         return match s.trim().parse::<i64>() {
             Ok(v) if v >= 0 => Ok(v),
             _ => bail!("SOURCE_DATE_EPOCH={s:?} is not a non-negative integer"),
@@ -259,6 +260,10 @@ mod tests {
             42
         );
         assert!(card_epoch(Some("soon"), None, "2026-09-23").is_err());
+        assert_eq!(
+            card_epoch(Some(""), None, "2026-09-23").unwrap(),
+            1790121600
+        );
         assert_eq!(
             card_epoch(None, Some("pieeprom-2024-01-22.bin"), "2026-09-23").unwrap(),
             date_epoch("2024-01-22").unwrap()

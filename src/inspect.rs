@@ -145,7 +145,10 @@ fn mib(b: u64) -> String {
 pub fn cmd_inspect(a: &InspectArgs) -> Result<()> {
     let r = inspect(&a.image)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r).context("serialising the report")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&r).context("serialising the report")?
+        );
         return Ok(());
     }
     println!("image:   {} ({})", r.image, mib(r.size));
@@ -155,7 +158,10 @@ pub fn cmd_inspect(a: &InspectArgs) -> Result<()> {
         (None, Some(e)) => println!("family:  not detected ({e})"),
         _ => {}
     }
-    println!("{:>3}  {:>12}  {:>12}  {:<38} {:<12} label", "#", "start", "size", "type", "name");
+    println!(
+        "{:>3}  {:>12}  {:>12}  {:<38} {:<12} label",
+        "#", "start", "size", "type", "name"
+    );
     for p in &r.partitions {
         println!(
             "{:>3}  {:>12}  {:>12}  {:<38} {:<12} {}",

@@ -224,6 +224,16 @@ fn refusals() {
             assert!(untouched(r, n), "{dev} was written");
         }
     }
+    // An .xz image without a bmap: its size comes from the xz index, refused before writing.
+    let st = Command::new("xz")
+        .args(["-k", "-f"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (ok, err) = flash(r, &t.path().join("node.img.xz"), "/dev/sdc", &["--yes"]);
+    assert!(!ok && err.contains("smaller than the image"), "{err}");
+    assert!(untouched(r, "sdc"));
     // A mounted partition of the stick.
     mountinfo(r, "40 22 8:17 / /media/user/STICK rw - vfat /dev/sdb1 rw\n");
     let (ok, err) = flash(r, &img, "/dev/sdb", &["--yes", "--force"]);

@@ -432,8 +432,13 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
     let created = matches!(&tgt, Target::File(p) if std::fs::symlink_metadata(p).is_err());
     let (out, is_device) = match &tgt {
         Target::File(p) => {
-            if std::fs::canonicalize(p).ok() == std::fs::canonicalize(image).ok() {
-                bail!("target {} is the image itself", p.display());
+            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+                a.dev() == b.dev() && a.ino() == b.ino()
+            };
+            if let (Ok(a), Ok(b)) = (std::fs::metadata(p), std::fs::metadata(image)) {
+                if same(&a, &b) {
+                    bail!("target {} is the image itself", p.display());
+                }
             }
             let f = OpenOptions::new()
                 .write(true)

@@ -1261,13 +1261,16 @@ pub fn cmd_render(a: &RenderArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("seed-{}", node.hostname)));
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create directory {}", out.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot set the mode of {}", out.display()))?;
+    if !out.exists() {
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create directory {}", out.display()))?;
+        // The seed holds secrets: keep the new directory private.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot set the mode of {}", out.display()))?;
+        }
     }
     let mut written = Vec::new();
     for (name, bytes) in &seed.files {

@@ -303,9 +303,10 @@ cidata_offset() {
 # Booting and watching.
 PORT_BASE=$((20000 + $$ % 20000))
 
-# boot NAME IMG NETMODE(listen|connect|solo) PORT MAC  -- runs in the background, writes NAME.*
+# boot NAME IMG NETMODE(listen|connect|solo) PORT MAC [PEER] -- runs in the background, writes
+# NAME.*; with PEER, the VM stays up (serving 6443) until PEER's boot has ended too.
 boot() {
-  local name=$1 img=$2 netmode=$3 port=$4 mac=$5
+  local name=$1 img=$2 netmode=$3 port=$4 mac=$5 peer=${6:-}
   local disk="$OUT/$name.disk" serial="$OUT/$name.serial"
   cp --sparse=always "$img" "$disk"
   truncate -s +1G "$disk"
@@ -341,6 +342,11 @@ boot() {
   qpid=$!
   echo "$qpid" >"$OUT/$name.pid"
   watch_boot "$name" "$serial" "$t0" "$qpid"
+  if [ -n "$peer" ]; then
+    while [ ! -e "$OUT/$peer.result" ] && kill -0 "$qpid" 2>/dev/null && [ $(($(date +%s) - t0)) -lt $((TIMEOUT + 120)) ]; do
+      sleep 2
+    done
+  fi
   kill "$qpid" 2>/dev/null || true
   wait "$qpid" 2>/dev/null || true
   rm -f "$disk"
@@ -459,7 +465,7 @@ AGENT_IMG=$(build_image nf-agent agent a)
 
 if [ "$ONLY" != second ]; then
   log "pair 1: server + agent on one network ($NET_PREFIX.0/24)"
-  boot server "$SERVER_IMG" listen "$PORT_BASE" 52:54:00:4e:46:10 &
+  boot server "$SERVER_IMG" listen "$PORT_BASE" 52:54:00:4e:46:10 agent &
   p1=$!
   sleep 3
   boot agent "$AGENT_IMG" connect "$PORT_BASE" 52:54:00:4e:46:11 &

@@ -20,35 +20,34 @@ console() {
 
 mark() { printf '\r\nNF-MARK %s\r\n' "$*" >"$(console)" 2>/dev/null; printf 'NF-MARK %s\n' "$*" >>"$LOGDIR/marks"; }
 
-# Prints a value of /etc/rancher/k3s/config.yaml (plus config.yaml.d) as one line; `-` when absent.
-config_value() {
-  python3 - "$1" <<'EOF'
-import glob, sys, yaml
-merged = {}
+# Prints `KEY VALUE` lines for the config keys the tests look at (`-` when absent), reading
+# /etc/rancher/k3s/config.yaml then config.yaml.d/*.yaml like k3s. Never prints the token itself.
+config_summary() {
+  python3 - <<'EOF'
+import glob, yaml
+merged, keys = {}, []
 for f in ["/etc/rancher/k3s/config.yaml"] + sorted(glob.glob("/etc/rancher/k3s/config.yaml.d/*.yaml")):
     try:
         with open(f) as fh:
-            merged.update(yaml.safe_load(fh) or {})
+            d = yaml.safe_load(fh) or {}
     except FileNotFoundError:
-        pass
-v = merged.get(sys.argv[1])
-if v is None:
-    print("-")
-elif isinstance(v, list):
-    print(",".join(str(x) for x in v))
-else:
-    print(v)
-EOF
-}
-
-config_keys() {
-  python3 - <<'EOF'
-import yaml
-try:
-    with open("/etc/rancher/k3s/config.yaml") as fh:
-        print(",".join(sorted((yaml.safe_load(fh) or {}).keys())))
-except Exception as e:
-    print("unreadable:%s" % type(e).__name__)
+        continue
+    except Exception as e:
+        print("unreadable %s:%s" % (f, type(e).__name__))
+        continue
+    if f.endswith("/config.yaml"):
+        keys = sorted(d.keys())
+    merged.update(d)
+def show(v):
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+print("keys " + ",".join(keys))
+print("token " + ("present" if merged.get("token") or merged.get("token-file") else "absent"))
+for k in ("server", "node-taint", "node-label"):
+    print(k + " " + show(merged.get(k)))
 EOF
 }
 
@@ -66,15 +65,8 @@ check() {
   done
   mark "sshd passwordauthentication=$(sshd -T 2>/dev/null | awk '$1=="passwordauthentication"{print $2}')"
   if [ -f /etc/rancher/k3s/config.yaml ]; then
-    mark "config keys=$(config_keys)"
-    if [ "$(config_value token)" != "-" ] || [ "$(config_value token-file)" != "-" ]; then
-      mark "config token=present"
-    else
-      mark "config token=absent"
-    fi
-    mark "config server=$(config_value server)"
-    mark "config node-taint=$(config_value node-taint)"
-    mark "config node-label=$(config_value node-label)"
+    config_summary >"$LOGDIR/config.summary" 2>&1
+    while read -r k v; do mark "config $k=$v"; done <"$LOGDIR/config.summary"
   else
     mark "config missing"
   fi
@@ -95,7 +87,7 @@ check() {
   disk=$(lsblk -no PKNAME "$src" 2>/dev/null | head -n1)
   mark "root fs=$(df -B1 --output=size / | tail -n1 | tr -d ' ') part=$(lsblk -bdno SIZE "$src") disk=$(lsblk -bdno SIZE "/dev/$disk") dev=$src"
   if [ "$role" = agent ]; then
-    url=$(config_value server)
+    url=$(awk '$1=="server"{print $2}' "$LOGDIR/config.summary")
     hostport=${url#*://}
     hostport=${hostport%%/*}
     host=${hostport%:*} port=${hostport##*:}

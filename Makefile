@@ -1,6 +1,7 @@
 # nodeforge — see README.md
 CARGO ?= cargo
 BIN := target/release/nodeforge
+export PATH := $(HOME)/.local/bin:$(PATH)
 
 .PHONY: all build image test test-unit test-boot test-boot-arm64 fixtures bench release lint clean
 
@@ -19,6 +20,7 @@ test: build lint test-unit test-boot
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+	actionlint .github/workflows/*.yml
 
 test-unit:
 	$(CARGO) test --release --locked

@@ -4,6 +4,7 @@
 
 pub mod base;
 pub mod bmap;
+pub mod catalog;
 pub mod cli;
 pub mod compose;
 pub mod config;
@@ -12,6 +13,7 @@ pub mod fat;
 pub mod fetch;
 pub mod flash;
 pub mod inspect;
+pub mod lock;
 pub mod output;
 pub mod partition;
 pub mod pi;

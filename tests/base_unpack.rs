@@ -201,3 +201,23 @@ fn invalid_sha_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
     assert!(unpack_to_cache(&input, "../../etc/passwd", cache.path()).is_err());
 }
+
+#[test]
+fn concurrent_unpacks_share_one_result() {
+    let input = base("debian-raspi", "base.img.gz");
+    let cache = tempfile::tempdir().unwrap();
+    let sha = sha256_file(&input);
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| unpack_to_cache(&input, &sha, cache.path()).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(outs.iter().all(|o| *o == outs[0]));
+    assert_eq!(sha256_file(&outs[0]), sha256_file(&raw("debian-raspi")));
+    let names: Vec<_> = std::fs::read_dir(cache.path().join("raw"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}

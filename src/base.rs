@@ -401,8 +401,15 @@ fn unpack_into(
                 seen.push(path);
                 continue;
             }
-            copy_stream(&mut entry, &mut writer, &mut report)
+            let want = entry.size();
+            let got = copy_stream(&mut entry, &mut writer, &mut report)
                 .map_err(|e| map_copy_err(e, what, input, partial))?;
+            if got != want {
+                bail!(
+                    "{what} base image {}: disk.raw ends after {got} of {want} bytes (the file is truncated)",
+                    input.display()
+                );
+            }
             writer.finish().map_err(write_err)?;
             return Ok(());
         }

@@ -117,9 +117,13 @@ fn family_override_wins() {
 }
 
 /// A copy of a fixture with the boot FAT's label bytes replaced (FAT32 label at 0x47).
-fn relabelled(family: &str, new: &[u8; 11], name: &str) -> std::path::PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let out = dir.join(name);
+fn relabelled(
+    dir: &tempfile::TempDir,
+    family: &str,
+    new: &[u8; 11],
+    name: &str,
+) -> std::path::PathBuf {
+    let out = dir.path().join(name);
     run(
         "cp",
         &[
@@ -138,7 +142,8 @@ fn relabelled(family: &str, new: &[u8; 11], name: &str) -> std::path::PathBuf {
 
 #[test]
 fn fallback_uses_os_release_when_labels_differ() {
-    let p = relabelled("raspios", b"BOOT       ", "raspios-relabelled.img");
+    let dir = tempfile::tempdir().unwrap();
+    let p = relabelled(&dir, "raspios", b"BOOT       ", "raspios-relabelled.img");
     let d = base::detect(&p, None).unwrap();
     assert_eq!(d.fs[d.boot].label(), Some("BOOT"));
     assert_eq!(
@@ -146,7 +151,12 @@ fn fallback_uses_os_release_when_labels_differ() {
         Family::Raspios,
         "rpi-issue in the root says Raspberry Pi OS"
     );
-    let p = relabelled("ubuntu-raspi", b"FIRMWARE   ", "ubuntu-relabelled.img");
+    let p = relabelled(
+        &dir,
+        "ubuntu-raspi",
+        b"FIRMWARE   ",
+        "ubuntu-relabelled.img",
+    );
     assert_eq!(base::detect(&p, None).unwrap().family, Family::UbuntuRaspi);
 }
 

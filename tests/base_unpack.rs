@@ -221,3 +221,21 @@ fn concurrent_unpacks_share_one_result() {
         .collect();
     assert_eq!(names.len(), 1, "{names:?}");
 }
+
+#[test]
+fn truncated_plain_tar_fails_cleanly() {
+    let good = base("raspios", "base.img.xz");
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("disk.tar");
+    let script = format!(
+        "set -e; cp --sparse=always '{r}' '{d}/disk.raw'; tar --sparse --format=gnu -C '{d}' -cf '{t}' disk.raw",
+        r = raw("raspios").display(),
+        d = dir.path().display(),
+        t = tar.display()
+    );
+    run("sh", &["-c", &script]);
+    let f = std::fs::OpenOptions::new().write(true).open(&tar).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
+    check_bad_then_good(&tar, &good, &["base image", "truncated"]);
+}

@@ -63,6 +63,11 @@ pub struct Plan {
     head: Vec<(u64, u64)>,
 }
 
+/// The BPB's hidden-sector count is the partition's start LBA.
+fn hidden_sectors(start: u64) -> Result<u32> {
+    u32::try_from(start / SECTOR).context("partition starts beyond 2 TiB")
+}
+
 fn align_up(v: u64, a: u64) -> u64 {
     v.div_ceil(a) * a
 }
@@ -149,7 +154,7 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
                 timestamp: input.timestamp,
                 min_size: base.layout.partitions[base.boot].size,
             };
-            Some(FatImage::new(files, opts).context("building the boot FAT")?)
+            Some(fat_filling(files, opts, "the boot FAT")?)
         }
     };
     if family == Family::DebianGeneric && !input.boot_overrides.is_empty() {
@@ -165,7 +170,7 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
             timestamp: input.timestamp,
             min_size: 0,
         };
-        Some(FatImage::new(seed_files, opts).context("building the CIDATA seed FAT")?)
+        Some(fat_filling(seed_files, opts, "the CIDATA seed FAT")?)
     };
 
     // Walk the base partitions in physical order; grow the boot FAT in place, insert CIDATA
@@ -183,8 +188,9 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
     for &i in &order {
         let p = &base.layout.partitions[i];
         if i == base.root {
-            if let Some(fat) = cidata.take() {
+            if let Some(mut fat) = cidata.take() {
                 let start = align_up(cursor.max(first_start), ALIGN);
+                fat.set_hidden_sectors(hidden_sectors(start)?);
                 let size = align_up(fat.size(), ALIGN);
                 parts.push((
                     cidata_partition(base, &input.identity, start, size)?,
@@ -200,7 +206,8 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
             align_up(cursor, ALIGN)
         };
         let content = if i == base.boot && boot_fat.is_some() {
-            let fat = boot_fat.take().context("boot FAT planned twice")?;
+            let mut fat = boot_fat.take().context("boot FAT planned twice")?;
+            fat.set_hidden_sectors(hidden_sectors(np.start)?);
             np.size = p.size.max(align_up(fat.size(), ALIGN));
             Content::Fat(Box::new(fat))
         } else {
@@ -248,6 +255,24 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
         contents,
         head,
     })
+}
+
+/// Build a FAT volume that fills a whole number of alignment units (no dead space at its end).
+fn fat_filling(files: Vec<FatFile>, opts: FatOptions, what: &str) -> Result<FatImage> {
+    let first =
+        FatImage::new(files.clone(), opts.clone()).with_context(|| format!("building {what}"))?;
+    let aligned = align_up(first.size(), ALIGN);
+    if aligned == first.size() {
+        return Ok(first);
+    }
+    FatImage::new(
+        files,
+        FatOptions {
+            min_size: aligned,
+            ..opts
+        },
+    )
+    .with_context(|| format!("building {what}"))
 }
 
 /// The new seed partition: first free number, FAT type.

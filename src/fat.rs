@@ -64,6 +64,7 @@ const MAX_CLUSTERS: u64 = 0x0FFF_FFF4;
 const CHUNK: usize = 4 << 20;
 /// Granularity at which all-zero data is left as a hole.
 const ZERO_BLOCK: usize = 64 << 10;
+static ZEROS: [u8; ZERO_BLOCK] = [0; ZERO_BLOCK];
 /// FAT limits a directory to 65536 entries of 32 bytes.
 const MAX_DIR_ENTRIES: usize = 65536;
 const ATTR_DIR: u8 = 0x10;
@@ -199,35 +200,9 @@ impl FatImage {
             dirs + data
         };
 
-        // Prefer 4 KiB clusters; fall back to smaller ones while the cluster count would be too
-        // low for FAT32; below ~33 MiB grow the volume.
-        let mut chosen = None;
-        for cs in [4096u64, 2048, 1024, 512] {
-            let content = content_clusters(cs);
-            let size = plan_size(content, cs, opts.min_size);
-            let (_, cc) = layout(size / SECTOR, cs / SECTOR);
-            if cc >= MIN_CLUSTERS && cc >= content {
-                chosen = Some((cs, size, content));
-                break;
-            }
-        }
-        let (cs, mut size, content) = match chosen {
-            Some(c) => c,
-            None => {
-                let cs = 512;
-                let content = content_clusters(cs);
-                (cs, plan_size(content, cs, opts.min_size), content)
-            }
-        };
-        let spc = cs / SECTOR;
-        let (mut fat_sectors, mut cc) = layout(size / SECTOR, spc);
-        while cc < MIN_CLUSTERS || cc < content {
-            size += MIB;
-            (fat_sectors, cc) = layout(size / SECTOR, spc);
-        }
-        if cc > MAX_CLUSTERS || size / SECTOR > u64::from(u32::MAX) {
-            bail!("FAT volume of {size} bytes is too large for FAT32");
-        }
+        let g = choose_geometry(content_clusters, opts.min_size)?;
+        let (cs, size, fat_sectors, cc, content) =
+            (g.cluster_size, g.size, g.fat_sectors, g.clusters, g.content);
 
         // Clusters: directories in pre-order from cluster 2 (the root), then files.
         let mut next: u64 = 2;
@@ -314,7 +289,7 @@ impl FatImage {
 
         Ok(FatImage {
             total_sectors: (size / SECTOR) as u32,
-            sectors_per_cluster: spc as u32,
+            sectors_per_cluster: (cs / SECTOR) as u32,
             fat_sectors: fat_sectors as u32,
             hidden_sectors: 0,
             label,
@@ -351,6 +326,24 @@ impl FatImage {
     /// `out` is extended to `offset + size()` if shorter; the regions not written must read as
     /// zeros (a fresh file sized with `set_len`).
     pub fn write_at(&self, out: &File, offset: u64) -> Result<()> {
+        // Check every input first, so a changed file fails before anything is written.
+        for f in &self.files {
+            if let FileData::Path(p) = &f.data {
+                let len = std::fs::metadata(p)
+                    .with_context(|| {
+                        format!("reading metadata of {} (FAT file {})", p.display(), f.path)
+                    })?
+                    .len();
+                if len != f.size {
+                    bail!(
+                        "{} (FAT file {}) changed size from {} to {len} bytes while building the image",
+                        p.display(),
+                        f.path,
+                        f.size
+                    );
+                }
+            }
+        }
         let end = offset + self.size();
         let cur = out
             .metadata()
@@ -538,6 +531,53 @@ impl FatImage {
     }
 }
 
+/// Cluster size, volume size and FAT size chosen for some content.
+struct Geometry {
+    cluster_size: u64,
+    size: u64,
+    fat_sectors: u64,
+    clusters: u64,
+    /// Clusters used by directories and files.
+    content: u64,
+}
+
+/// Prefer 4 KiB clusters; fall back to smaller ones while the cluster count would be too low for
+/// FAT32; if even 512-byte clusters are too few (below ~33 MiB), grow the volume.
+fn choose_geometry(content_clusters: impl Fn(u64) -> u64, min_size: u64) -> Result<Geometry> {
+    let mut chosen = None;
+    for cs in [4096u64, 2048, 1024, 512] {
+        let content = content_clusters(cs);
+        let size = plan_size(content, cs, min_size);
+        let (_, cc) = layout(size / SECTOR, cs / SECTOR);
+        if cc >= MIN_CLUSTERS && cc >= content {
+            chosen = Some((cs, size, content));
+            break;
+        }
+    }
+    let (cs, mut size, content) = match chosen {
+        Some(c) => c,
+        None => {
+            let content = content_clusters(512);
+            (512, plan_size(content, 512, min_size), content)
+        }
+    };
+    let (mut fat_sectors, mut cc) = layout(size / SECTOR, cs / SECTOR);
+    while cc < MIN_CLUSTERS || cc < content {
+        size += MIB;
+        (fat_sectors, cc) = layout(size / SECTOR, cs / SECTOR);
+    }
+    if cc > MAX_CLUSTERS || size / SECTOR > u64::from(u32::MAX) {
+        bail!("FAT volume of {size} bytes is too large for FAT32");
+    }
+    Ok(Geometry {
+        cluster_size: cs,
+        size,
+        fat_sectors,
+        clusters: cc,
+        content,
+    })
+}
+
 /// Volume size in bytes for `content` clusters of `cs` bytes: content + FATs + headroom of
 /// max(10 %, 8 MiB), at least `min_size`, rounded up to 1 MiB.
 fn plan_size(content: u64, cs: u64, min_size: u64) -> u64 {
@@ -563,7 +603,8 @@ fn write_skipping_zeros(out: &File, data: &[u8], at: u64) -> std::io::Result<()>
     let mut run: Option<usize> = None;
     while start < data.len() {
         let end = (start + ZERO_BLOCK).min(data.len());
-        let zero = data[start..end].iter().all(|&b| b == 0);
+        // A slice compare is a memcmp: vectorised, and it stops at the first non-zero byte.
+        let zero = data[start..end] == ZEROS[..end - start];
         match (zero, run) {
             (true, Some(r)) => {
                 out.write_all_at(&data[r..start], at + r as u64)?;

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::lock::{Lock, LockEntry};
 
 /// CPU architecture of a node image.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     Amd64,

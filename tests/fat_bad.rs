@@ -110,7 +110,9 @@ fn too_big_missing_and_changing_files() {
     assert!(
         msg.contains("grows") && msg.contains("changed size"),
         "{msg}"
-    );
+    ); // Checked before any write: the output is untouched.
+    let written = std::fs::read(dir.path().join("out.img")).unwrap();
+    assert!(written.iter().all(|&b| b == 0), "partial FAT written");
 }
 
 /// Read garbage: an error (or, for lucky bytes, a result), never a panic escaping, never a hang.

@@ -8,22 +8,69 @@ use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A read-only window `base..base+len` of a file; writes are refused.
+///
+/// fatfs reads one cluster (often 512 bytes on Pi boot FATs) and one FAT entry at a time; a few
+/// cached 128 KiB blocks turn that into large reads.
 struct Window<'a> {
     file: &'a File,
     base: u64,
     len: u64,
     pos: u64,
+    /// Most recently used first: (block index, bytes; shorter at the end of the window/file).
+    cache: Vec<(u64, Vec<u8>)>,
+}
+
+const BLOCK: u64 = 128 << 10;
+const CACHED_BLOCKS: usize = 4;
+
+impl Window<'_> {
+    fn block(&mut self, idx: u64) -> io::Result<&[u8]> {
+        if let Some(i) = self.cache.iter().position(|(b, _)| *b == idx) {
+            let hit = self.cache.remove(i);
+            self.cache.insert(0, hit);
+        } else {
+            let start = idx * BLOCK;
+            let want = BLOCK.min(self.len - start) as usize;
+            let mut data = if self.cache.len() >= CACHED_BLOCKS {
+                self.cache.pop().map(|(_, d)| d).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            data.resize(want, 0);
+            let mut got = 0;
+            while got < want {
+                let n = self
+                    .file
+                    .read_at(&mut data[got..], self.base + start + got as u64)?;
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            data.truncate(got);
+            self.cache.insert(0, (idx, data));
+        }
+        Ok(&self.cache[0].1)
+    }
 }
 
 impl Read for Window<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos >= self.len {
+        if self.pos >= self.len || buf.is_empty() {
             return Ok(0);
         }
         let n = (buf.len() as u64).min(self.len - self.pos) as usize;
-        let got = self.file.read_at(&mut buf[..n], self.base + self.pos)?;
-        self.pos += got as u64;
-        Ok(got)
+        if n as u64 >= BLOCK {
+            let got = self.file.read_at(&mut buf[..n], self.base + self.pos)?;
+            self.pos += got as u64;
+            return Ok(got);
+        }
+        let (idx, within) = (self.pos / BLOCK, (self.pos % BLOCK) as usize);
+        let block = self.block(idx)?;
+        let avail = block.len().saturating_sub(within).min(n);
+        buf[..avail].copy_from_slice(&block[within..within + avail]);
+        self.pos += avail as u64;
+        Ok(avail)
     }
 }
 
@@ -98,6 +145,7 @@ fn read_inner(file: &File, offset: u64, len: u64) -> Result<BaseFat> {
         base: offset,
         len,
         pos: 0,
+        cache: Vec::new(),
     };
     let fs = fatfs::FileSystem::new(disk, fatfs::FsOptions::new()).with_context(|| {
         format!("opening the FAT volume at byte {offset} (length {len}): bad boot sector")
@@ -163,7 +211,8 @@ fn walk<T: fatfs::ReadWriteSeek>(
             if size > budget.bytes {
                 bail!("reading FAT file {path}: {size} bytes do not fit in what is left of the volume (corrupt volume?)");
             }
-            let mut data = Vec::with_capacity(size as usize);
+            // Capacity capped: a corrupt entry's size is not trusted for one allocation.
+            let mut data = Vec::with_capacity(size.min(64 << 20) as usize);
             entry
                 .to_file()
                 .take(size)

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Flash benchmark: nodeforge flash (verify included) vs `bmaptool copy` vs `dd bs=4M conv=fsync`
+# on a ~2.6 GiB sparse image with ~62% of it mapped. Targets: nodeforge/bmaptool <= 1.0,
+# dd/nodeforge >= 1.5. Set BENCH_STRICT=1 to exit non-zero when a target is missed.
+# Env: NODEFORGE (binary, default target/release/nodeforge), BENCH_DIR (default target/bench/flash),
+#      BENCH_ROUNDS (default 2; the best time of the rounds is kept).
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+NODEFORGE="${NODEFORGE:-$root/target/release/nodeforge}"
+BENCH_DIR="${BENCH_DIR:-$root/target/bench/flash}"
+ROUNDS="${BENCH_ROUNDS:-2}"
+
+for t in bmaptool dd awk; do
+  command -v "$t" >/dev/null || { echo "flash bench: $t is required" >&2; exit 2; }
+done
+[ -x "$NODEFORGE" ] || { echo "flash bench: no nodeforge binary at $NODEFORGE" >&2; exit 2; }
+
+mkdir -p "$BENCH_DIR"
+work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+img="$work/bench.img"
+out="$work/out.img"
+
+# 41 regions of 64 MiB = 2624 MiB (~2.6 GiB). In each, 40 MiB of data (62.5%): one 24 MiB run
+# and 16 runs of 1 MiB separated by 1 MiB holes, like a file system with a few big files and
+# scattered metadata. The data is a 64 MiB random chunk reused, so it is never all-zero.
+echo "flash bench: making a sparse image in $work"
+head -c $((64 << 20)) /dev/urandom > "$work/chunk"
+truncate -s $((41 * 64))M "$img"
+for r in $(seq 0 40); do
+  base=$((r * 64))
+  dd if="$work/chunk" of="$img" bs=1M count=24 seek=$base conv=notrunc,sparse status=none
+  for k in $(seq 0 15); do
+    dd if="$work/chunk" of="$img" bs=1M skip=$((24 + k)) count=1 seek=$((base + 24 + 2 * k)) \
+      conv=notrunc status=none
+  done
+done
+rm -f "$work/chunk"
+sync
+
+"$NODEFORGE" flash --emit-bmap "$img.bmap" "$img"
+mapped=$(sed -n 's|^ *<MappedBlocksCount> *\([0-9]*\) *</MappedBlocksCount>|\1|p' "$img.bmap")
+total=$(sed -n 's|^ *<BlocksCount> *\([0-9]*\) *</BlocksCount>|\1|p' "$img.bmap")
+size=$(stat -c %s "$img")
+echo "flash bench: image $((size >> 20)) MiB, mapped $(awk "BEGIN{printf \"%.1f\", 100*$mapped/$total}")% ($((mapped * 4096 >> 20)) MiB)"
+
+now() { date +%s.%N; }
+# run_once NAME CMD...: time CMD on a fresh target and check the result; sets $dt.
+run_once() {
+  local name="$1"; shift
+  rm -f "$out"; sync
+  local t0 t1
+  t0=$(now)
+  "$@" >/dev/null 2>"$work/err" || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
+  t1=$(now)
+  dt=$(awk "BEGIN{print $t1 - $t0}")
+  cmp -s "$img" "$out" || { echo "flash bench: $name output differs from the image" >&2; exit 1; }
+}
+min() { if [ -z "$1" ]; then echo "$2"; else awk "BEGIN{print ($2 < $1) ? $2 : $1}"; fi; }
+
+# Rounds are interleaved so a busy machine hurts every tool alike; the best time is kept.
+t_nf=""; t_bm=""; t_dd=""
+for round in $(seq 1 "$ROUNDS"); do
+  run_once nodeforge "$NODEFORGE" flash "$img" "$out"; t_nf=$(min "$t_nf" "$dt")
+  echo "flash bench: round $round nodeforge $dt s"
+  run_once bmaptool bmaptool copy --bmap "$img.bmap" "$img" "$out"; t_bm=$(min "$t_bm" "$dt")
+  echo "flash bench: round $round bmaptool  $dt s"
+  run_once dd dd if="$img" of="$out" bs=4M conv=fsync; t_dd=$(min "$t_dd" "$dt")
+  echo "flash bench: round $round dd        $dt s"
+done
+rm -f "$out"
+for n in nodeforge:$t_nf bmaptool:$t_bm dd:$t_dd; do
+  printf 'flash bench: %-10s %7.2f s  %6.0f MB/s of image\n' "${n%%:*}" "${n#*:}" \
+    "$(awk "BEGIN{print $size / ${n#*:} / 1e6}")"
+done
+
+r_bm=$(awk "BEGIN{printf \"%.2f\", $t_nf / $t_bm}")
+r_dd=$(awk "BEGIN{printf \"%.2f\", $t_dd / $t_nf}")
+ok_bm=$(awk "BEGIN{print ($r_bm <= 1.0) ? \"ok\" : \"MISSED\"}")
+ok_dd=$(awk "BEGIN{print ($r_dd >= 1.5) ? \"ok\" : \"MISSED\"}")
+echo "flash bench: nodeforge/bmaptool = $r_bm (target <= 1.0: $ok_bm)"
+echo "flash bench: dd/nodeforge       = $r_dd (target >= 1.5: $ok_dd)"
+if [ "${BENCH_STRICT:-0}" = 1 ] && { [ "$ok_bm" != ok ] || [ "$ok_dd" != ok ]; }; then
+  exit 1
+fi

@@ -462,8 +462,8 @@ fn map_copy_err(e: CopyError, what: &str, input: &Path, partial: &Path) -> anyho
 pub enum FsKind {
     /// FAT12/16/32 (`bits`), with the boot-sector volume label (empty for `NO NAME`).
     Fat { bits: u8, label: String },
-    /// ext2/3/4 with its volume label.
-    Ext4 { label: String },
+    /// ext2/3/4 with its volume label and filesystem UUID (lower-case text).
+    Ext4 { label: String, uuid: String },
     /// Anything else (BIOS boot, swap, unformatted...).
     Unknown,
 }
@@ -472,7 +472,9 @@ impl FsKind {
     /// Volume label, if the filesystem has one.
     pub fn label(&self) -> Option<&str> {
         match self {
-            FsKind::Fat { label, .. } | FsKind::Ext4 { label } if !label.is_empty() => Some(label),
+            FsKind::Fat { label, .. } | FsKind::Ext4 { label, .. } if !label.is_empty() => {
+                Some(label)
+            }
             _ => None,
         }
     }
@@ -487,13 +489,23 @@ pub fn probe_fs(file: &File, p: &Partition) -> FsKind {
     if let Some((bits, label)) = fat_label(&sb[..512]) {
         return FsKind::Fat { bits, label };
     }
-    // ext2/3/4 superblock at byte 1024: magic 0xEF53 at 0x38, label at 0x78.
+    // ext2/3/4 superblock at byte 1024: magic 0xEF53 at 0x38, UUID at 0x68, label at 0x78.
     let s = &sb[1024..];
     if s[0x38..0x3A] == [0x53, 0xEF] {
         let label = String::from_utf8_lossy(&s[0x78..0x88])
             .trim_end_matches('\0')
             .to_string();
-        return FsKind::Ext4 { label };
+        let u = &s[0x68..0x78];
+        let h = hex::encode(u);
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        );
+        return FsKind::Ext4 { label, uuid };
     }
     FsKind::Unknown
 }
@@ -826,7 +838,7 @@ fn unknown_layout_message(
         };
         let f = match k {
             FsKind::Fat { bits, label } => format!("FAT{bits} label {label:?}"),
-            FsKind::Ext4 { label } => format!("ext4 label {label:?}"),
+            FsKind::Ext4 { label, .. } => format!("ext4 label {label:?}"),
             FsKind::Unknown => "unknown filesystem".to_string(),
         };
         let _ = write!(

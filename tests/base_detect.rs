@@ -36,7 +36,8 @@ fn raspios_detected() {
     assert_eq!(
         d.fs[d.root],
         FsKind::Ext4 {
-            label: "rootfs".into()
+            label: "rootfs".into(),
+            uuid: "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into()
         }
     );
     let os = d.os_release.expect("os-release read from ext4");
@@ -94,6 +95,12 @@ fn debian_generic_detected_and_opened() {
     }
     assert_eq!(b.size, std::fs::metadata(&p).unwrap().len());
     assert!(b.os_release.unwrap().contains("bookworm"));
+    let d = base::detect(&p, None).unwrap();
+    assert!(
+        matches!(&d.fs[d.root], FsKind::Ext4 { uuid, .. } if uuid == "9d2c5b1a-3e4f-4a6b-8c7d-1e2f3a4b5c6d"),
+        "{:?}",
+        d.fs[d.root]
+    );
 }
 
 #[test]

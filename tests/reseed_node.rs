@@ -9,8 +9,11 @@ use std::fs::{self, File};
 use std::path::Path;
 use std::process::Command;
 
-/// Every FAT volume of an image: (partition number, label, files as (path, bytes)).
-fn fats(img: &Path) -> Vec<(u32, String, Vec<(String, Vec<u8>)>)> {
+/// Every FAT volume of an image.
+/// One FAT volume: (partition number, label, files as (path, bytes)).
+type Volume = (u32, String, Vec<(String, Vec<u8>)>);
+
+fn fats(img: &Path) -> Vec<Volume> {
     let mut f = File::open(img).unwrap();
     let layout = partition::read_layout(&mut f, img).unwrap();
     let mut out = Vec::new();

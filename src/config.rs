@@ -390,11 +390,9 @@ impl NodeSpec {
     }
     /// The NIC name used in network-config.
     pub fn interface_name(&self) -> &str {
-        match (&self.interface, self.board) {
-            (Some(i), _) => i,
-            // Pi families name the onboard NIC eth0 (Debian's Pi cmdline sets net.ifnames=0).
-            (None, _) => "eth0",
-        }
+        // Pi families name the onboard NIC eth0 (Debian's Pi cmdline sets net.ifnames=0); x86_64
+        // static nodes must name theirs (validation).
+        self.interface.as_deref().unwrap_or("eth0")
     }
 }
 
@@ -712,10 +710,14 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
 
     let profiles = ProfileSet::load(user_dir.as_deref())?;
     let mut nodes = Vec::new();
+    let mut lines: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen_first_server = false;
     for rn in raw.nodes {
         let line = Some(line_of(text, rn.hostname.span().start));
         let hostname = rn.hostname.get_ref().clone();
+        if let Some(l) = line {
+            lines.entry(hostname.clone()).or_insert(l);
+        }
         let who = Some(hostname.clone());
         let board = match Board::parse(&rn.board) {
             Some(b) => b,
@@ -815,10 +817,15 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         warnings: Vec::new(),
     };
     issues.extend(validate(&cluster));
+    // Name the line of a single node's entry in messages.
+    let show = |i: &Issue| match i.node.as_deref().and_then(|n| lines.get(n).map(|l| (n, l))) {
+        Some((n, l)) => format!("node {n} (line {l}): {}", i.message),
+        None => i.to_string(),
+    };
     let errors: Vec<String> = issues
         .iter()
         .filter(|i| i.severity == Severity::Error)
-        .map(|i| i.to_string())
+        .map(show)
         .collect();
     if !errors.is_empty() {
         bail!("{origin}:\n  {}", errors.join("\n  "));
@@ -827,7 +834,7 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
     cluster.warnings = issues
         .iter()
         .filter(|i| i.severity == Severity::Warning)
-        .map(|i| i.to_string())
+        .map(show)
         .collect();
     Ok(cluster)
 }

@@ -102,14 +102,19 @@ fn unknown_role_and_board() {
 
 #[test]
 fn duplicate_hostnames() {
-    let e = err(&text(
+    let t = text(
         "sqlite",
         &[
             node("cp1", "server", "rpi4", ""),
             node("cp1", "agent", "rpi4", ""),
         ],
-    ));
-    assert_has(&e, &["node cp1", "duplicate hostname"]);
+    );
+    let line = t.lines().position(|l| l == "hostname = \"cp1\"").unwrap() + 1;
+    let e = err(&t);
+    assert_has(
+        &e,
+        &[&format!("node cp1 (line {line})"), "duplicate hostname"],
+    );
 }
 
 #[test]

@@ -102,32 +102,23 @@ fn has_boot_signature(head: &[u8]) -> bool {
 /// Decompress `input` (already sha256-verified as `sha256`) into `<cache_dir>/raw/<sha256>.raw`
 /// once, sparse; later calls return the cached file.
 pub fn unpack_to_cache(input: &Path, sha256: &str, cache_dir: &Path) -> Result<PathBuf> {
+    let final_path = cached_raw_path(input, sha256, cache_dir)?;
+    if final_path.is_file() {
+        return Ok(final_path);
+    }
     let total = std::fs::metadata(input)
         .with_context(|| format!("reading base image {}", input.display()))?
         .len();
-    let bar = crate_progress_bar(total, input);
-    let res = unpack_to_cache_with(input, sha256, cache_dir, &mut |done| bar.set_position(done));
-    bar.finish_and_clear();
-    res
-}
-
-fn crate_progress_bar(total: u64, input: &Path) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
-    ) {
-        bar.set_style(style.progress_chars("=> "));
-    }
     let name = input
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    bar.set_message(format!("unpacking {name}"));
-    bar
+    let progress = crate::progress::Progress::bytes(&format!("unpacking {name}"), total);
+    let res = unpack_to_cache_with(input, sha256, cache_dir, &mut |done| progress.set(done));
+    if res.is_ok() {
+        progress.finish();
+    }
+    res
 }
 
 /// [`unpack_to_cache`] with a progress callback receiving input bytes consumed so far.
@@ -165,6 +156,19 @@ pub fn unpack_to_cache_with(
         .with_context(|| format!("renaming {} to {}", partial.display(), final_path.display()))?;
     std::mem::forget(guard);
     Ok(final_path)
+}
+
+/// `<cache_dir>/raw/<sha256>.raw`, after checking `sha256` is 64 hex digits (it names a file).
+pub fn cached_raw_path(input: &Path, sha256: &str, cache_dir: &Path) -> Result<PathBuf> {
+    if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+        bail!(
+            "unpacking base image {}: invalid sha256 {sha256:?}",
+            input.display()
+        );
+    }
+    Ok(cache_dir
+        .join("raw")
+        .join(format!("{}.raw", sha256.to_ascii_lowercase())))
 }
 
 /// Removes a partial output unless forgotten.

@@ -296,6 +296,8 @@ struct Plan {
     bmap: Option<Bmap>,
     /// Known image size.
     image_size: Option<u64>,
+    /// Image size known before writing (bmap, or an xz index), for the device size rule.
+    size_hint: Option<u64>,
 }
 
 fn plan(image: &Path, opts: &FlashOptions) -> Result<Plan> {
@@ -337,11 +339,88 @@ fn plan(image: &Path, opts: &FlashOptions) -> Result<Plan> {
         }
     }
     let image_size = bmap.as_ref().map(|b| b.image_size);
+    let size_hint = match (&bmap, comp) {
+        (Some(b), _) => Some(b.image_size),
+        (None, Compression::Xz) => xz_uncompressed_size(image).unwrap_or(None),
+        _ => None,
+    };
     Ok(Plan {
+        size_hint,
         comp,
         bmap,
         image_size,
     })
+}
+
+/// Uncompressed size recorded in an `.xz` file's indexes (all streams), or `None` if the file
+/// does not end like an xz stream.
+pub fn xz_uncompressed_size(path: &Path) -> Result<Option<u64>> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut end = f
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
+    let read = |off: u64, len: u64| -> Result<Vec<u8>> {
+        let mut b = vec![0u8; len as usize];
+        f.read_exact_at(&mut b, off)
+            .with_context(|| format!("read {} at {off}", path.display()))?;
+        Ok(b)
+    };
+    let mut total = 0u64;
+    while end > 0 {
+        // Stream padding: zero bytes in multiples of four.
+        if end >= 4 && read(end - 4, 4)? == [0, 0, 0, 0] {
+            end -= 4;
+            continue;
+        }
+        if end < 24 {
+            return Ok(None);
+        }
+        let footer = read(end - 12, 12)?;
+        if &footer[10..12] != b"YZ" {
+            return Ok(None);
+        }
+        let backward =
+            (u32::from_le_bytes([footer[4], footer[5], footer[6], footer[7]]) as u64 + 1) * 4;
+        if backward + 24 > end {
+            return Ok(None);
+        }
+        let index_start = end - 12 - backward;
+        let index = read(index_start, backward)?;
+        if index.first() != Some(&0) {
+            return Ok(None);
+        }
+        let mut i = 1usize;
+        let mut varint = || -> Option<u64> {
+            let mut v = 0u64;
+            for k in 0..9 {
+                let b = *index.get(i)?;
+                i += 1;
+                v |= ((b & 0x7f) as u64) << (7 * k);
+                if b & 0x80 == 0 {
+                    return Some(v);
+                }
+            }
+            None
+        };
+        let Some(records) = varint() else {
+            return Ok(None);
+        };
+        let mut blocks = 0u64;
+        for _ in 0..records {
+            let (Some(unpadded), Some(size)) = (varint(), varint()) else {
+                return Ok(None);
+            };
+            blocks = blocks.saturating_add(unpadded.div_ceil(4) * 4);
+            total = total.saturating_add(size);
+        }
+        match index_start.checked_sub(blocks + 12) {
+            Some(start) => end = start,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(total))
 }
 
 /// Write `image` to `target` (block device or regular file) and verify it; the library entry
@@ -353,8 +432,13 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
     let created = matches!(&tgt, Target::File(p) if std::fs::symlink_metadata(p).is_err());
     let (out, is_device) = match &tgt {
         Target::File(p) => {
-            if std::fs::canonicalize(p).ok() == std::fs::canonicalize(image).ok() {
-                bail!("target {} is the image itself", p.display());
+            let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+                a.dev() == b.dev() && a.ino() == b.ino()
+            };
+            if let (Ok(a), Ok(b)) = (std::fs::metadata(p), std::fs::metadata(image)) {
+                if same(&a, &b) {
+                    bail!("target {} is the image itself", p.display());
+                }
             }
             let f = OpenOptions::new()
                 .write(true)
@@ -370,7 +454,7 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
             info,
             real,
         } => {
-            devices::check_device(info, plan.image_size, opts.force)?;
+            devices::check_device(info, plan.size_hint, opts.force)?;
             confirm(info, opts.yes)?;
             let mut o = OpenOptions::new();
             o.write(true).read(true);

@@ -95,7 +95,8 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         .trim()
         .parse()
         .map_err(|_| format!("invalid size {s:?}"))?;
-    n.checked_mul(mul).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Unix seconds for every timestamp in an image: SOURCE_DATE_EPOCH, else a fixed date, so the
@@ -131,15 +132,15 @@ impl Session {
             eprintln!("warning: {w}");
         }
         let lock_path = a.lock.clone().unwrap_or_else(|| match &cluster.file {
-            Some(f) => f
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join("nodeforge.lock"),
+            Some(f) => f.parent().unwrap_or(Path::new(".")).join("nodeforge.lock"),
             None => PathBuf::from("nodeforge.lock"),
         });
         let lock = if a.locked {
             Lock::read(&lock_path).with_context(|| {
-                format!("--locked needs {}: run `nodeforge fetch` first", lock_path.display())
+                format!(
+                    "--locked needs {}: run `nodeforge fetch` first",
+                    lock_path.display()
+                )
             })?
         } else {
             Lock::read_or_default(&lock_path)?
@@ -172,8 +173,9 @@ impl Session {
     /// Fetch, unpack and open the base image of `board`.
     pub fn base(&mut self, board: Board) -> Result<(Base, ManifestInput)> {
         let bref = self.cluster.base(board)?.clone();
-        let (src, catalog_family) = crate::catalog::resolve_base(&bref.base, bref.sha256.as_deref())
-            .with_context(|| format!("base image of board {}", board.as_str()))?;
+        let (src, catalog_family) =
+            crate::catalog::resolve_base(&bref.base, bref.sha256.as_deref())
+                .with_context(|| format!("base image of board {}", board.as_str()))?;
         let what = format!("base image for {}", board.as_str());
         let fetched = fetch::fetch_source(&self.fetcher, &src, &what)?;
         let name = format!("base-{}", board.as_str());
@@ -181,8 +183,8 @@ impl Session {
         let raw = base::unpack_to_cache(&fetched.path, &src.sha256, self.fetcher.cache_dir())
             .with_context(|| format!("unpacking {what} ({})", src.url))?;
         let family = bref.family.or(catalog_family);
-        let opened = base::open(&raw, family)
-            .with_context(|| format!("reading {what} ({})", src.url))?;
+        let opened =
+            base::open(&raw, family).with_context(|| format!("reading {what} ({})", src.url))?;
         let expect = board_arch_families(board);
         if !expect.contains(&opened.family) {
             bail!(
@@ -278,22 +280,29 @@ pub fn bundle_files(b: &K3sBundle) -> Result<Vec<FatFile>> {
 }
 
 /// Apply a node's Pi boot edits to the base's `cmdline.txt` and `config.txt`.
-pub fn boot_overrides(base: &Base, pi: Option<&crate::pi::PiBoot>) -> Result<BTreeMap<String, Vec<u8>>> {
+pub fn boot_overrides(
+    base: &Base,
+    pi: Option<&crate::pi::PiBoot>,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut out = BTreeMap::new();
     let (Some(pi), Some(fat)) = (pi, &base.boot_fat) else {
         return Ok(out);
     };
     for f in &fat.files {
-        let edit: fn(&str, &crate::pi::PiBoot) -> String = if f.path.eq_ignore_ascii_case("cmdline.txt") {
-            crate::pi::edit_cmdline
-        } else if f.path.eq_ignore_ascii_case("config.txt") {
-            crate::pi::edit_config
-        } else {
+        let edit: fn(&str, &crate::pi::PiBoot) -> String =
+            if f.path.eq_ignore_ascii_case("cmdline.txt") {
+                crate::pi::edit_cmdline
+            } else if f.path.eq_ignore_ascii_case("config.txt") {
+                crate::pi::edit_config
+            } else {
+                continue;
+            };
+        let FileData::Bytes(b) = &f.data else {
             continue;
         };
-        let FileData::Bytes(b) = &f.data else { continue };
-        let text = String::from_utf8(b.clone())
-            .with_context(|| format!("{} on the base's boot partition is not UTF-8 text", f.path))?;
+        let text = String::from_utf8(b.clone()).with_context(|| {
+            format!("{} on the base's boot partition is not UTF-8 text", f.path)
+        })?;
         out.insert(f.path.clone(), edit(&text, pi).into_bytes());
     }
     if !out.keys().any(|k| k.eq_ignore_ascii_case("cmdline.txt")) {
@@ -338,7 +347,11 @@ pub fn targets<'a>(c: &'a Cluster, a: &BuildArgs) -> Result<Vec<Target<'a>>> {
             (n.hostname.clone(), false)
         };
         if seen.insert(name.clone()) {
-            out.push(Target { name, node: n, generic });
+            out.push(Target {
+                name,
+                node: n,
+                generic,
+            });
         }
     }
     Ok(out)
@@ -360,17 +373,15 @@ pub fn build(s: &mut Session, a: &BuildArgs) -> Result<Vec<PathBuf>> {
     };
 
     let mut bases: BTreeMap<Board, (Base, ManifestInput)> = BTreeMap::new();
-    let mut bundles: std::collections::HashMap<Arch, K3sBundle> = std::collections::HashMap::new();
+    let mut bundles: BTreeMap<Arch, K3sBundle> = BTreeMap::new();
     for t in &targets {
         let board = t.node.board;
-        if !bases.contains_key(&board) {
-            let b = s.base(board)?;
-            bases.insert(board, b);
+        if let std::collections::btree_map::Entry::Vacant(e) = bases.entry(board) {
+            e.insert(s.base(board)?);
         }
         let arch = board.arch();
-        if !bundles.contains_key(&arch) {
-            let b = s.k3s(arch)?;
-            bundles.insert(arch, b);
+        if let std::collections::btree_map::Entry::Vacant(e) = bundles.entry(arch) {
+            e.insert(s.k3s(arch)?);
         }
     }
     let mut dirs = Vec::new();
@@ -387,8 +398,7 @@ pub fn build(s: &mut Session, a: &BuildArgs) -> Result<Vec<PathBuf>> {
 
 impl Session {
     fn cluster_secrets_path(&self, a: &BuildArgs) -> Result<PathBuf> {
-        Ok(a
-            .common
+        Ok(a.common
             .secrets
             .clone()
             .unwrap_or_else(|| self.cluster.default_secrets_path()))
@@ -407,7 +417,13 @@ fn build_one(
     epoch: i64,
 ) -> Result<PathBuf> {
     let node = t.node;
-    eprintln!("building {} ({}, {}, {} base)", t.name, node.role, node.board.as_str(), base.family.name());
+    eprintln!(
+        "building {} ({}, {}, {} base)",
+        t.name,
+        node.role,
+        node.board.as_str(),
+        base.family.name()
+    );
     let seed = seed::render(cluster, node, secrets, base.family)
         .with_context(|| format!("rendering the seed of {}", t.name))?;
     let input = ComposeInput {
@@ -426,7 +442,8 @@ fn build_one(
         timestamp: epoch,
         identity: format!("{}/{}", cluster.name, t.name),
     };
-    let plan = compose::plan(&input).with_context(|| format!("planning the image of {}", t.name))?;
+    let plan =
+        compose::plan(&input).with_context(|| format!("planning the image of {}", t.name))?;
 
     let dir = a.out.join(&t.name);
     output::ensure_dir(&dir)?;

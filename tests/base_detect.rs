@@ -99,21 +99,13 @@ fn debian_generic_detected_and_opened() {
 #[test]
 fn pi_families_open_with_boot_fat() {
     for fam in ["raspios", "ubuntu-raspi", "debian-raspi"] {
-        match base::open(&raw(fam), None) {
-            Ok(b) => {
-                let fat = b.boot_fat.expect("Pi families carry the boot FAT");
-                assert!(
-                    fat.files.iter().any(|f| f.path == "cmdline.txt"),
-                    "{fam}: cmdline.txt missing from the boot FAT"
-                );
-                assert!(fat.files.iter().any(|f| f.path.starts_with("overlays/")));
-            }
-            // Until the fat module is merged its stub answers "not implemented".
-            Err(e) if format!("{e:#}").contains("not implemented") => {
-                eprintln!("skipping {fam}: fat::read_fat is still a stub");
-            }
-            Err(e) => panic!("{fam}: {e:#}"),
-        }
+        let b = base::open(&raw(fam), None).unwrap_or_else(|e| panic!("{fam}: {e:#}"));
+        let fat = b.boot_fat.expect("Pi families carry the boot FAT");
+        assert!(
+            fat.files.iter().any(|f| f.path == "cmdline.txt"),
+            "{fam}: cmdline.txt missing from the boot FAT"
+        );
+        assert!(fat.files.iter().any(|f| f.path.starts_with("overlays/")));
     }
 }
 

@@ -242,3 +242,41 @@ fn bad_inputs_fail_cleanly() {
     );
     assert!(e.contains("not a block device"), "{e}");
 }
+
+#[test]
+fn xz_index_size_matches_xz_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path());
+    let want = fs::metadata(&img).unwrap().len();
+    // Multi-block (threaded) stream, and two concatenated streams with padding.
+    let st = Command::new("xz")
+        .args(["-k", "-f", "-T2", "--block-size=1MiB"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let xz = PathBuf::from(format!("{}.xz", img.display()));
+    assert_eq!(
+        nodeforge::flash::xz_uncompressed_size(&xz).unwrap(),
+        Some(want)
+    );
+    let two = dir.path().join("two.img.xz");
+    let mut b = fs::read(&xz).unwrap();
+    b.extend_from_slice(&[0u8; 8]);
+    b.extend_from_slice(&fs::read(&xz).unwrap());
+    fs::write(&two, &b).unwrap();
+    assert_eq!(
+        nodeforge::flash::xz_uncompressed_size(&two).unwrap(),
+        Some(2 * want)
+    );
+    let o = Command::new("xz")
+        .args(["--robot", "-l"])
+        .arg(&two)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout);
+    let totals = listed.lines().find(|l| l.starts_with("totals")).unwrap();
+    assert_eq!(totals.split('\t').nth(4).unwrap(), (2 * want).to_string());
+    // Not xz at all.
+    assert_eq!(nodeforge::flash::xz_uncompressed_size(&img).unwrap(), None);
+}

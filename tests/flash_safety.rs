@@ -224,6 +224,16 @@ fn refusals() {
             assert!(untouched(r, n), "{dev} was written");
         }
     }
+    // An .xz image without a bmap: its size comes from the xz index, refused before writing.
+    let st = Command::new("xz")
+        .args(["-k", "-f"])
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (ok, err) = flash(r, &t.path().join("node.img.xz"), "/dev/sdc", &["--yes"]);
+    assert!(!ok && err.contains("smaller than the image"), "{err}");
+    assert!(untouched(r, "sdc"));
     // A mounted partition of the stick.
     mountinfo(r, "40 22 8:17 / /media/user/STICK rw - vfat /dev/sdb1 rw\n");
     let (ok, err) = flash(r, &img, "/dev/sdb", &["--yes", "--force"]);
@@ -254,4 +264,50 @@ fn devices_json() {
     assert_eq!(a[0]["mounted"], true);
     assert_eq!(a[0]["size"], 32768 * 512);
     assert_eq!(a[1]["mounted"], false);
+}
+
+#[test]
+fn asks_on_a_terminal() {
+    // `script` (util-linux) gives the child a pseudo-terminal fed from our stdin.
+    if Command::new("script").arg("--version").output().is_err() {
+        panic!("script (util-linux) is required for this test");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let img = image(t.path());
+    let tr = tree();
+    let r = tr.path();
+    for (answer, ok_expected) in [("no", false), ("yes", true)] {
+        let cmd = format!(
+            "{} flash --sysroot {} {} /dev/sdb",
+            env!("CARGO_BIN_EXE_nodeforge"),
+            r.display(),
+            img.display()
+        );
+        let mut child = Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{answer}\n").as_bytes())
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(text.contains("Type yes to write /dev/sdb"), "{text}");
+        assert!(
+            text.contains("Model sdb") && text.contains("16.0 MiB"),
+            "{text}"
+        );
+        assert_eq!(o.status.success(), ok_expected, "{answer}: {text}");
+        assert_eq!(untouched(r, "sdb"), !ok_expected, "{answer}");
+        if !ok_expected {
+            assert!(text.contains("not confirmed"), "{text}");
+        }
+    }
 }

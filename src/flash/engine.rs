@@ -643,7 +643,8 @@ fn verify_worker(
             let got = hex::encode(h.finalize());
             if &got != want {
                 bail!(
-                    "verify failed: {} bytes {}..{} read back with sha256 {got}, expected {want}",
+                    "verify failed: {} bytes {}..{} read back with sha256 {got}, expected {want} \
+                     (a bad medium, or a bmap that does not belong to this image)",
                     name.display(),
                     c.off,
                     c.off + c.len

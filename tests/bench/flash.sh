@@ -46,33 +46,34 @@ size=$(stat -c %s "$img")
 echo "flash bench: image $((size >> 20)) MiB, mapped $(awk "BEGIN{printf \"%.1f\", 100*$mapped/$total}")% ($((mapped * 4096 >> 20)) MiB)"
 
 now() { date +%s.%N; }
-# time_it NAME CMD...: run CMD ROUNDS times on a fresh target, keep the best wall time in $best.
-time_it() {
+# run_once NAME CMD...: time CMD on a fresh target and check the result; sets $dt.
+run_once() {
   local name="$1"; shift
-  best=""
-  for _ in $(seq 1 "$ROUNDS"); do
-    rm -f "$out"; sync
-    local t0 t1
-    t0=$(now)
-    "$@" >/dev/null 2>"$work/err" || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
-    t1=$(now)
-    local dt
-    dt=$(awk "BEGIN{print $t1 - $t0}")
-    if [ -z "$best" ] || awk "BEGIN{exit !($dt < $best)}"; then best=$dt; fi
-  done
-  printf 'flash bench: %-10s %7.2f s  %7.0f MB/s (image size / time)\n' "$name" "$best" \
-    "$(awk "BEGIN{print $size / $best / 1e6}")"
+  rm -f "$out"; sync
+  local t0 t1
+  t0=$(now)
+  "$@" >/dev/null 2>"$work/err" || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
+  t1=$(now)
+  dt=$(awk "BEGIN{print $t1 - $t0}")
+  cmp -s "$img" "$out" || { echo "flash bench: $name output differs from the image" >&2; exit 1; }
 }
+min() { if [ -z "$1" ]; then echo "$2"; else awk "BEGIN{print ($2 < $1) ? $2 : $1}"; fi; }
 
-time_it nodeforge "$NODEFORGE" flash "$img" "$out"
-t_nf=$best
-cmp -s "$img" "$out" || { echo "flash bench: nodeforge output differs from the image" >&2; exit 1; }
-time_it bmaptool bmaptool copy --bmap "$img.bmap" "$img" "$out"
-t_bm=$best
-cmp -s "$img" "$out" || { echo "flash bench: bmaptool output differs from the image" >&2; exit 1; }
-time_it dd dd if="$img" of="$out" bs=4M conv=fsync
-t_dd=$best
+# Rounds are interleaved so a busy machine hurts every tool alike; the best time is kept.
+t_nf=""; t_bm=""; t_dd=""
+for round in $(seq 1 "$ROUNDS"); do
+  run_once nodeforge "$NODEFORGE" flash "$img" "$out"; t_nf=$(min "$t_nf" "$dt")
+  echo "flash bench: round $round nodeforge $dt s"
+  run_once bmaptool bmaptool copy --bmap "$img.bmap" "$img" "$out"; t_bm=$(min "$t_bm" "$dt")
+  echo "flash bench: round $round bmaptool  $dt s"
+  run_once dd dd if="$img" of="$out" bs=4M conv=fsync; t_dd=$(min "$t_dd" "$dt")
+  echo "flash bench: round $round dd        $dt s"
+done
 rm -f "$out"
+for n in nodeforge:$t_nf bmaptool:$t_bm dd:$t_dd; do
+  printf 'flash bench: %-10s %7.2f s  %6.0f MB/s of image\n' "${n%%:*}" "${n#*:}" \
+    "$(awk "BEGIN{print $size / ${n#*:} / 1e6}")"
+done
 
 r_bm=$(awk "BEGIN{printf \"%.2f\", $t_nf / $t_bm}")
 r_dd=$(awk "BEGIN{printf \"%.2f\", $t_dd / $t_nf}")

@@ -467,6 +467,10 @@ impl Cluster {
     pub fn servers(&self) -> impl Iterator<Item = &NodeSpec> {
         self.nodes.iter().filter(|n| n.is_server())
     }
+    /// Hostnames of all nodes, in file order (for `secrets::ensure`).
+    pub fn hostnames(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.hostname.as_str()).collect()
+    }
     /// True when any node is an agent.
     pub fn has_agents(&self) -> bool {
         self.nodes.iter().any(|n| !n.is_server())
@@ -1138,8 +1142,13 @@ pub fn cmd_check(a: &CheckArgs) -> Result<()> {
         }
     } else {
         println!(
-            "secrets: {} does not exist yet (run `nodeforge init --update`)",
-            spath.display()
+            "secrets: {} does not exist yet (run `nodeforge init{}`)",
+            spath.display(),
+            if cluster.file.is_some() {
+                " --update"
+            } else {
+                ""
+            }
         );
     }
     println!("ok");

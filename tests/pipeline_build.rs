@@ -199,12 +199,17 @@ fn unknown_layouts_and_bad_paths_are_clear_errors() {
         "not a dir"
     );
 
-    // No secrets file: say how to make one.
+    // No secrets file: the build creates one (mode 0600) and says so, without printing values.
     fs::remove_file(lab.dir.join("nodeforge-secrets.toml")).unwrap();
     fs::remove_file(lab.dir.join("out")).unwrap();
     let o = lab.build(&["cp1"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("nodeforge init"), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = fs::metadata(lab.dir.join("nodeforge-secrets.toml")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    for s in lab.secrets() {
+        assert!(!stderr(&o).contains(&s), "a secret was printed");
+    }
 }
 
 #[test]

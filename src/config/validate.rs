@@ -286,6 +286,18 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
                 ),
             ));
         }
+        if let (Some(_), Board::Rpi4) = (&n.data_disk, n.board) {
+            // FACTS §2: with a second USB disk attached the EEPROM may try the wrong drive first.
+            v.push(Issue::warning(
+                who.clone(),
+                "boots from USB and has a data_disk: the Pi 4 bootloader may try the data disk \
+                 first (set BOOT_ORDER and USB_MSD_DISCOVER_TIMEOUT with `nodeforge eeprom`, or \
+                 plug the boot drive into the port the bootloader scans first). Once booted, \
+                 nodeforge images mount root and boot by PARTUUID or label, so moving device \
+                 names (sda/sdb) cannot swap the root disk; the data disk is formatted only when \
+                 it holds no filesystem",
+            ));
+        }
         if let Some(d) = &n.data_disk {
             if !d.starts_with("/dev/") {
                 v.push(Issue::error(

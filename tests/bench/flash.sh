@@ -25,6 +25,7 @@ out="$work/out.img"
 # 41 regions of 64 MiB = 2624 MiB (~2.6 GiB). In each, 40 MiB of data (62.5%): one 24 MiB run
 # and 16 runs of 1 MiB separated by 1 MiB holes, like a file system with a few big files and
 # scattered metadata. The data is a 64 MiB random chunk reused, so it is never all-zero.
+echo "flash bench: load average at start: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "flash bench: making a sparse image in $work"
 head -c $((64 << 20)) /dev/urandom > "$work/chunk"
 truncate -s $((41 * 64))M "$img"
@@ -75,6 +76,7 @@ for n in nodeforge:$t_nf bmaptool:$t_bm dd:$t_dd; do
     "$(awk "BEGIN{print $size / ${n#*:} / 1e6}")"
 done
 
+echo "flash bench: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 r_bm=$(awk "BEGIN{printf \"%.2f\", $t_nf / $t_bm}")
 r_dd=$(awk "BEGIN{printf \"%.2f\", $t_dd / $t_nf}")
 ok_bm=$(awk "BEGIN{print ($r_bm <= 1.0) ? \"ok\" : \"MISSED\"}")

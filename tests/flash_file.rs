@@ -313,3 +313,33 @@ fn bmap_without_checksums_from_bmaptool() {
         assert!(fs::read(&out).unwrap() == want, "{}", src.display());
     }
 }
+
+#[test]
+fn stale_bmap_fails_verification_during_flash() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path());
+    let mut b = bmap::generate(&img).unwrap();
+    let last = b.ranges.len() - 1;
+    b.ranges[last].sha256 = "0".repeat(64);
+    bmap::write(&b, &dir.path().join("node.img.bmap")).unwrap();
+    let xz = compress(&img, "xz");
+    for src in [&img, &xz] {
+        let out = dir.path().join("out.img");
+        let e = format!("{:#}", flash_image(src, &out, &opts()).unwrap_err());
+        assert!(
+            e.contains("verify failed") && e.contains(&"0".repeat(64)),
+            "{e}"
+        );
+        // With --no-verify the same flash goes through.
+        let rep = flash_image(
+            src,
+            &out,
+            &FlashOptions {
+                verify: false,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(rep.verified, None);
+    }
+}

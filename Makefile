@@ -1,7 +1,7 @@
 # nodeforge — see README.md
 CARGO ?= cargo
 BIN := target/release/nodeforge
-export PATH := $(HOME)/.local/bin:$(PATH)
+export PATH := $(HOME)/.local/bin:$(HOME)/.cargo/bin:$(PATH)
 
 .PHONY: all build image test test-unit test-boot test-boot-arm64 fixtures bench release lint clean
 
@@ -10,9 +10,12 @@ all: build
 build:
 	$(CARGO) build --release --locked
 
-# The main job: build every node of the embedded default cluster into out/.
+# The main job: build every node of the embedded default cluster into out/
+# (`init` writes the embedded example and a fresh secrets file there once).
 image: build
-	$(BIN) build --all
+	@mkdir -p out
+	@[ -f out/cluster.toml ] || $(BIN) init out
+	$(BIN) build --all -c out/cluster.toml -o out
 
 # Unit and integration tests, then the QEMU boot proof.
 test: build lint test-unit test-boot

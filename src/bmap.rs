@@ -7,7 +7,7 @@
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 /// Block size nodeforge uses for the bmaps it generates (bmaptool's default).
@@ -345,20 +345,8 @@ pub fn data_extents(f: &File, size: u64) -> Result<Vec<(u64, u64)>> {
 
 /// Write `bmap` as XML to `path` atomically (temporary file + rename).
 pub fn write(bmap: &Bmap, path: &Path) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("create temporary file in {}", dir.display()))?;
-    tmp.write_all(bmap.to_xml().as_bytes())
-        .with_context(|| format!("write bmap for {}", path.display()))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("sync bmap for {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("rename bmap into {}", path.display()))?;
-    Ok(())
+    crate::output::write_atomic(path, bmap.to_xml().as_bytes())
+        .with_context(|| format!("writing bmap {}", path.display()))
 }
 
 /// Read and parse a bmap file.

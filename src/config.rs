@@ -105,11 +105,19 @@ impl BaseRef {
         !self.base.contains("://")
     }
 
+    /// The catalog's family for a catalog name.
+    fn catalog_family(&self) -> Option<Family> {
+        crate::catalog::lookup(&self.base)
+            .ok()
+            .flatten()
+            .and_then(|e| e.family().ok())
+    }
+
     /// The family to render seeds for before the image is opened: the override, else a guess from
     /// the base name (`ubuntu` → UbuntuRaspi; `debian` → DebianRaspi on a Pi, DebianGeneric on x86),
     /// else RaspiOS on a Pi and DebianGeneric on x86.
     pub fn expected_family(&self, board: Board) -> Family {
-        if let Some(f) = self.family {
+        if let Some(f) = self.family.or_else(|| self.catalog_family()) {
             return f;
         }
         let b = self.base.to_ascii_lowercase();
@@ -583,16 +591,21 @@ struct RawNode {
     profile: Option<String>,
 }
 
-/// Resolve a base/mirror reference: URLs and catalog names stay, `file://relative` and plain paths
-/// become absolute `file://` URLs against `dir`.
+/// Resolve a base/mirror reference: URLs and catalog names stay; `file://relative` and plain paths
+/// (anything with a `/`, an image extension, or naming an existing file) become absolute `file://`
+/// URLs against `dir`. Other bare words stay as they are (the catalog reports unknown names).
 pub fn resolve_ref(s: &str, dir: &Path) -> String {
     let path = if let Some(p) = s.strip_prefix("file://") {
         p
-    } else if s.contains("://") {
+    } else if s.contains("://") || is_catalog_name(s) {
         return s.to_string();
-    } else if !s.contains('/') && !s.contains('.') {
-        return s.to_string(); // catalog name
     } else {
+        let image_ext = [".img", ".raw", ".xz", ".gz", ".zst", ".tar", ".iso"]
+            .iter()
+            .any(|e| s.ends_with(e));
+        if !(s.contains('/') || image_ext || dir.join(s).exists()) {
+            return s.to_string();
+        }
         s
     };
     let p = Path::new(path);
@@ -609,6 +622,11 @@ pub fn resolve_ref(s: &str, dir: &Path) -> String {
         base.join(p)
     };
     format!("file://{}", abs.display())
+}
+
+/// True when `s` names an entry of the pinned base catalog.
+pub fn is_catalog_name(s: &str) -> bool {
+    matches!(crate::catalog::lookup(s), Ok(Some(_)))
 }
 
 /// 1-based line of byte offset `at` in `text`.
@@ -668,10 +686,13 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         let r = match r {
             Some(mut r) => {
                 r.base = resolve_ref(&r.base, &dir);
-                if !r.is_catalog() && r.sha256.is_none() && !r.base.starts_with("file://") {
+                if !r.is_catalog() && r.sha256.is_none() {
                     issues.push(Issue::error(
                         None,
-                        format!("[boards.{b}] base is a URL: it needs `sha256`"),
+                        format!(
+                            "[boards.{b}] base {} is a URL or path: it needs `sha256`",
+                            r.base
+                        ),
                     ));
                 }
                 r
@@ -1150,7 +1171,7 @@ pub fn plan(c: &Cluster) -> String {
                     .as_deref()
                     .map(|h| format!(" sha256 {h}"))
                     .unwrap_or_default(),
-                family_name(r.expected_family(b))
+                r.expected_family(b).name()
             ));
         }
     }
@@ -1216,16 +1237,6 @@ pub fn plan(c: &Cluster) -> String {
     s
 }
 
-/// The serde name of a family.
-pub fn family_name(f: Family) -> &'static str {
-    match f {
-        Family::Raspios => "raspios",
-        Family::UbuntuRaspi => "ubuntu-raspi",
-        Family::DebianRaspi => "debian-raspi",
-        Family::DebianGeneric => "debian-generic",
-    }
-}
-
 /// Run `nodeforge render`.
 pub fn cmd_render(a: &RenderArgs) -> Result<()> {
     let path = cluster_path(a.cluster.as_deref());
@@ -1250,13 +1261,16 @@ pub fn cmd_render(a: &RenderArgs) -> Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("seed-{}", node.hostname)));
-    std::fs::create_dir_all(&out)
-        .with_context(|| format!("cannot create directory {}", out.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot set the mode of {}", out.display()))?;
+    if !out.exists() {
+        std::fs::create_dir_all(&out)
+            .with_context(|| format!("cannot create directory {}", out.display()))?;
+        // The seed holds secrets: keep the new directory private.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot set the mode of {}", out.display()))?;
+        }
     }
     let mut written = Vec::new();
     for (name, bytes) in &seed.files {
@@ -1278,7 +1292,7 @@ pub fn cmd_render(a: &RenderArgs) -> Result<()> {
         "rendered {} ({}, family {}{}) into {}: {}",
         node.hostname,
         node.role,
-        family_name(family),
+        family.name(),
         if a.generic { ", generic" } else { "" },
         out.display(),
         written.join(", ")

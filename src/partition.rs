@@ -516,6 +516,15 @@ fn write_gpt(
     gptman::GPT::write_protective_mbr_into(&mut view, SECTOR)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("writing the GPT: protective MBR")?;
+    // gptman writes FF FF FF as the ending CHS; sgdisk computes it like sfdisk. Do the same.
+    let c = chs(disk_size / SECTOR - 1);
+    let end_chs = [
+        c.head,
+        c.sector | ((c.cylinder >> 2) as u8 & 0xC0),
+        (c.cylinder & 0xFF) as u8,
+    ];
+    file.write_all_at(&end_chs, 446 + 5)
+        .context("writing the GPT: protective MBR")?;
     Ok(())
 }
 

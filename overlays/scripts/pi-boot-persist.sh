@@ -3,9 +3,11 @@
 # update; it appends /etc/default/raspi-extra-cmdline and /etc/default/raspi-firmware-custom, so the
 # cgroup flags, USB quirks and config lines go there too.
 # usage: pi-boot-persist.sh "CMDLINE TOKENS" [CONFIG_LINE...]
+# NODEFORGE_ROOT (tests only): prefix for the files.
 set -eu
-extra=/etc/default/raspi-extra-cmdline
-custom=/etc/default/raspi-firmware-custom
+extra="${NODEFORGE_ROOT:-}/etc/default/raspi-extra-cmdline"
+custom="${NODEFORGE_ROOT:-}/etc/default/raspi-firmware-custom"
+mkdir -p "$(dirname "$extra")"
 want="$1"
 shift
 cur=""

@@ -86,9 +86,19 @@ fn label_ok(l: &str) -> Result<(), String> {
         return Err(format!("label {l:?} has an empty key"));
     }
     if let Some((prefix, _)) = key.split_once('/') {
+        // Kubernetes lets a kubelet set only these labels in its own namespaces (NodeRestriction).
+        const ALLOWED_KEYS: &[&str] = &[
+            "kubernetes.io/hostname",
+            "kubernetes.io/arch",
+            "kubernetes.io/os",
+            "topology.kubernetes.io/zone",
+            "topology.kubernetes.io/region",
+            "node.kubernetes.io/instance-type",
+        ];
         let restricted = prefix.ends_with("kubernetes.io") || prefix.ends_with("k8s.io");
-        let allowed =
-            prefix.ends_with("node.kubernetes.io") || prefix.ends_with("kubelet.kubernetes.io");
+        let allowed = prefix.ends_with("node.kubernetes.io")
+            || prefix.ends_with("kubelet.kubernetes.io")
+            || ALLOWED_KEYS.contains(&key);
         if restricted && !allowed {
             return Err(format!(
                 "label {l:?}: k3s rejects kubernetes.io/k8s.io labels at registration"

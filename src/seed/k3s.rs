@@ -7,8 +7,26 @@ use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 /// An insertion-ordered map of k3s keys (readable output: identity first, extras last).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// `Debug` redacts the token and the datastore endpoint.
+#[derive(Clone, Default, PartialEq)]
 pub struct K3sConfig(pub Vec<(String, Value)>);
+
+/// Keys whose values are secret.
+const SECRET_KEYS: &[&str] = &["token", "agent-token", "datastore-endpoint"];
+
+impl std::fmt::Debug for K3sConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for (k, v) in &self.0 {
+            if SECRET_KEYS.contains(&k.as_str()) {
+                m.entry(k, &"<redacted>");
+            } else {
+                m.entry(k, v);
+            }
+        }
+        m.finish()
+    }
+}
 
 impl K3sConfig {
     /// Set `key` (replacing an existing value in place).
@@ -138,4 +156,23 @@ pub fn k3s_config(c: &Cluster, n: &NodeSpec, s: &Secrets) -> Result<K3sConfig> {
     k.merge(&n.profile.k3s)?;
     k.merge(&n.k3s_extra)?;
     Ok(k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let mut k = K3sConfig::default();
+        k.set("token", Value::String("sekrit-token".into()));
+        k.set(
+            "datastore-endpoint",
+            Value::String("postgres://u:pw123@h/db".into()),
+        );
+        k.set("node-name", Value::String("cp1".into()));
+        let d = format!("{k:?}");
+        assert!(!d.contains("sekrit") && !d.contains("pw123"), "{d}");
+        assert!(d.contains("cp1"));
+    }
 }

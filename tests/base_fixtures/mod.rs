@@ -13,21 +13,28 @@ fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mkbase.sh")
 }
 
-/// Path of `mkbase.sh FAMILY <file_name>`'s output, built if missing.
+/// Path of `mkbase.sh FAMILY <file_name>`'s output, built if missing. Every container variant
+/// (`.img.xz`, `.tar.xz`...) is packed from the same raw `base.img`, so their bytes agree.
 pub fn base(family: &str, file_name: &str) -> PathBuf {
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    build(family, file_name)
+}
+
+fn build(family: &str, file_name: &str) -> PathBuf {
     let text = std::fs::read(script()).expect("read mkbase.sh");
     let tag = &hex::encode(Sha256::digest(&text))[..12];
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("mkbase-{tag}"));
     std::fs::create_dir_all(&dir).expect("create fixture dir");
     let out = dir.join(format!("{family}-{file_name}"));
     if !out.exists() {
-        let st = Command::new("bash")
-            .arg(script())
-            .arg(family)
-            .arg(&out)
-            .status()
-            .expect("run mkbase.sh (needs bash)");
+        let mut cmd = Command::new("bash");
+        cmd.arg(script());
+        if file_name == "base.img" {
+            cmd.arg(family);
+        } else {
+            cmd.arg("pack").arg(build(family, "base.img"));
+        }
+        let st = cmd.arg(&out).status().expect("run mkbase.sh (needs bash)");
         assert!(st.success(), "mkbase.sh {family} {} failed", out.display());
     }
     out

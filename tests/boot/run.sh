@@ -1,0 +1,529 @@
+#!/usr/bin/env bash
+# Boot proof (issue 5): images built from the test fixtures boot under QEMU (TCG) and configure
+# themselves. Markers (`NF-MARK ...`) come from the TEST-ONLY k3s stand-in's checker
+# (tests/k3s-mirror/k3s-standin.sh), printed on the serial console after cloud-init finished.
+#
+# Usage: tests/boot/run.sh x86_64|arm64
+# Boots (x86_64): server + agent together on one private network, then a rebuild of the server
+#   (identity) together with an agent image whose user-data was corrupted (failure must be visible).
+# Environment:
+#   NODEFORGE_K3S_MIRROR=DIR|URL   use this k3s mirror (e.g. the real k3s) instead of the stand-in
+#   NODEFORGE_BOOT_COMPOSE=nodeforge|hand   who builds the images (default: nodeforge when its
+#                                  `build` works, else by hand from the fixture like DESIGN.md)
+#   NODEFORGE_BOOT_TIMEOUT=600     seconds per boot
+#   NODEFORGE_BOOT_ONLY=pair|second run only the first (server+agent) or second pair of boots
+# Output: target/boot/<arch>/ (serial logs *.serial, marker times *.marks), target/boot/timings.txt
+set -euo pipefail
+
+ARCH=${1:-x86_64}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+BIN="$ROOT/target/release/nodeforge"
+OUT="$ROOT/target/boot/$ARCH"
+TIMINGS="$ROOT/target/boot/timings.txt"
+TIMEOUT=${NODEFORGE_BOOT_TIMEOUT:-600}
+K3S_VERSION=v1.31.4+k3s1
+NET_PREFIX=10.77.0
+SERVER_IP=$NET_PREFIX.10
+AGENT_IP=$NET_PREFIX.11
+ADMIN_USER=nf
+FAILED=0
+
+log() { printf '[boot %s %s] %s\n' "$ARCH" "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() {
+  log "ERROR: $*"
+  exit 1
+}
+need() {
+  local t
+  for t in "$@"; do command -v "$t" >/dev/null || die "missing tool '$t': run tests/setup-host.sh"; done
+}
+
+case "$ARCH" in
+  x86_64)
+    need qemu-system-x86_64 sgdisk
+    IFACE=enp0s3
+    OVMF=/usr/share/ovmf/OVMF.fd
+    [ -f "$OVMF" ] || die "missing $OVMF: apt-get install ovmf"
+    ;;
+  arm64)
+    need qemu-system-aarch64 sfdisk
+    IFACE=eth0
+    ;;
+  *) die "usage: $0 x86_64|arm64" ;;
+esac
+need mkfs.vfat mcopy mdir xz tar python3 ssh-keygen sha256sum timeout
+
+mkdir -p "$OUT"
+rm -rf "${OUT:?}"/*
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: fixture, k3s mirror, ssh key, secrets.
+FIXTURE=$(bash "$ROOT/tests/fixtures/build.sh" "$ARCH" | tail -n1)
+[ -s "$FIXTURE" ] || die "fixture missing: $FIXTURE"
+FIXTURE_SHA=$(cut -d' ' -f1 "$FIXTURE.sha256")
+
+if [ -n "${NODEFORGE_K3S_MIRROR:-}" ]; then
+  MIRROR=$NODEFORGE_K3S_MIRROR
+  REAL_K3S=1
+  log "k3s mirror: $MIRROR (not the stand-in: only server-reachability markers are checked)"
+else
+  MIRROR="$OUT/k3s-mirror"
+  bash "$ROOT/tests/k3s-mirror/make-mirror.sh" "$MIRROR" "$K3S_VERSION" >/dev/null
+  REAL_K3S=0
+fi
+ssh-keygen -q -t ed25519 -N '' -C nodeforge-boot-test -f "$OUT/id_ed25519"
+SSH_PUB=$(cat "$OUT/id_ed25519.pub")
+SSH_FP=$(ssh-keygen -lf "$OUT/id_ed25519.pub" | awk '{print $2}')
+# Test-only secrets (fixed so the rebuild has the same identity).
+TOKEN=nf-test-token-0123456789abcdef
+declare -A NODE_PW=([nf-server]=nf-server-node-password-aaaa [nf-agent]=nf-agent-node-password-bbbb)
+
+# ---------------------------------------------------------------------------------------------
+# Image building.
+compose_mode() {
+  if [ -n "${NODEFORGE_BOOT_COMPOSE:-}" ]; then
+    echo "$NODEFORGE_BOOT_COMPOSE"
+  elif [ -x "$BIN" ] && "$BIN" build --help 2>/dev/null | grep -q -- '--cache-dir' &&
+    [ "${NODEFORGE_BOOT_NODEFORGE_READY:-0}" = 1 ]; then
+    echo nodeforge
+  else
+    echo hand
+  fi
+}
+
+write_cluster_toml() { # DIR
+  local board=x86_64 arch=amd64
+  [ "$ARCH" = arm64 ] && board=pi4 && arch=arm64
+  cat >"$1/cluster.toml" <<EOF
+# Boot-test cluster (written by tests/boot/run.sh)
+[cluster]
+name = "nf-boot"
+k3s_version = "$K3S_VERSION"
+k3s_mirror = "$MIRROR"
+
+[base.fixture]
+url = "file://$FIXTURE"
+sha256 = "$FIXTURE_SHA"
+arch = "$arch"
+
+[[users]]
+name = "$ADMIN_USER"
+ssh_authorized_keys = ["$SSH_PUB"]
+
+[[nodes]]
+name = "nf-server"
+role = "server"
+board = "$board"
+base = "fixture"
+interface = "$IFACE"
+address = "$SERVER_IP/24"
+
+[[nodes]]
+name = "nf-agent"
+role = "agent"
+board = "$board"
+base = "fixture"
+interface = "$IFACE"
+address = "$AGENT_IP/24"
+server = "https://$SERVER_IP:6443"
+EOF
+  cat >"$1/secrets.toml" <<EOF
+token = "$TOKEN"
+[node_passwords]
+nf-server = "${NODE_PW[nf-server]}"
+nf-agent = "${NODE_PW[nf-agent]}"
+EOF
+  chmod 0600 "$1/secrets.toml"
+}
+
+build_nodeforge() { # NODE OUTDIR CACHEDIR -> prints image path
+  local node=$1 dir=$2 cache=$3
+  mkdir -p "$dir"
+  write_cluster_toml "$dir"
+  "$BIN" build -c "$dir/cluster.toml" --secrets "$dir/secrets.toml" --cache-dir "$cache" -o "$dir/out" "$node" >&2 ||
+    die "nodeforge build $node failed"
+  echo "$dir/out/$node/$node.img"
+}
+
+# Deterministic pseudo-UUID from a string (for the hand-made CIDATA partition).
+uuid_of() { printf '%s' "$1" | sha256sum | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
+
+write_seed() { # NODE ROLE DIR   (the hand-written seed: what nodeforge renders, minimal)
+  local node=$1 role=$2 dir=$3 exec cfg
+  mkdir -p "$dir/k3s"
+  if [ "$role" = server ]; then
+    exec=server
+    cfg="      token: \"$TOKEN\"
+      node-taint:
+        - \"CriticalAddonsOnly=true:NoExecute\"
+      write-kubeconfig-mode: \"0600\""
+  else
+    exec=agent
+    cfg="      token: \"$TOKEN\"
+      server: \"https://$SERVER_IP:6443\""
+  fi
+  local ip=$SERVER_IP
+  [ "$role" = agent ] && ip=$AGENT_IP
+  local bin=k3s
+  [ "$ARCH" = arm64 ] && bin=k3s-arm64
+  cp "$MIRROR/$bin" "$dir/k3s/k3s"
+  cp "$MIRROR/install.sh" "$dir/k3s/install.sh"
+  cat >"$dir/user-data" <<EOF
+#cloud-config
+hostname: $node
+preserve_hostname: false
+users:
+  - name: $ADMIN_USER
+    shell: /bin/bash
+    sudo: "ALL=(ALL) NOPASSWD:ALL"
+    lock_passwd: true
+    ssh_authorized_keys:
+      - "$SSH_PUB"
+ssh_pwauth: false
+disable_root: true
+growpart:
+  mode: auto
+  devices: ["/"]
+write_files:
+  - path: /etc/rancher/k3s/config.yaml
+    permissions: "0600"
+    content: |
+$cfg
+  - path: /etc/rancher/node/password
+    permissions: "0600"
+    content: "${NODE_PW[$node]}"
+runcmd:
+  - [sh, -c, 'set -e; d=\$(mktemp -d); mount -o ro /dev/disk/by-label/CIDATA "\$d"; install -m 0755 "\$d/k3s/k3s" /usr/local/bin/k3s; INSTALL_K3S_SKIP_DOWNLOAD=true INSTALL_K3S_EXEC=$exec sh "\$d/k3s/install.sh"; umount "\$d"']
+EOF
+  cat >"$dir/network-config" <<EOF
+network:
+  version: 2
+  ethernets:
+    $IFACE:
+      addresses: [$ip/24]
+EOF
+  local iid
+  iid=nf-$(cat "$dir/user-data" "$dir/network-config" | sha256sum | cut -c1-16)
+  printf 'instance-id: %s\nlocal-hostname: %s\n' "$iid" "$node" >"$dir/meta-data"
+}
+
+# Hand composition (until nodeforge build lands): the fixture with a CIDATA FAT inserted before
+# root, root's bytes moved and its number, GUIDs and filesystem UUID kept (DESIGN.md).
+build_hand() { # NODE ROLE OUTDIR -> prints image path
+  local node=$1 role=$2 dir=$3
+  mkdir -p "$dir"
+  write_seed "$node" "$role" "$dir/seed"
+  local fat="$dir/cidata.fat" vol
+  vol=$(printf '%s' "$node" | sha256sum | cut -c1-8)
+  mkfs.vfat -C -n CIDATA -i "$vol" "$fat" $((32 * 1024)) >/dev/null
+  (cd "$dir/seed" && mcopy -s -m -i "$fat" ./* ::/)
+  local img="$dir/$node.img"
+  if [ "$ARCH" = x86_64 ]; then
+    tar -xJf "$FIXTURE" -C "$dir" disk.raw
+    local base="$dir/disk.raw"
+    python3 - "$base" >"$dir/layout" <<'EOF'
+import json, subprocess, sys
+t = json.loads(subprocess.check_output(["sfdisk", "-J", sys.argv[1]]))["partitiontable"]
+print(t["id"], t["sectorsize"] if "sectorsize" in t else 512)
+for p in t["partitions"]:
+    print(p["node"][len(sys.argv[1]):], p["start"], p["size"], p["type"], p["uuid"])
+EOF
+    local disk_guid rs rn g1 g14 g15
+    disk_guid=$(awk 'NR==1{print $1}' "$dir/layout")
+    read -r _ rs rn _ g1 < <(awk '$1=="1"' "$dir/layout")
+    g14=$(awk '$1=="14"{print $5}' "$dir/layout")
+    g15=$(awk '$1=="15"{print $5}' "$dir/layout")
+    [ "$rs" = 262144 ] || die "unexpected fixture layout (root at $rs)"
+    local cid_start=262144 cid_sectors=65536
+    local new_rs=$((cid_start + cid_sectors))
+    local size=$(((new_rs + rn + 33) * 512))
+    rm -f "$img"
+    truncate -s "$size" "$img"
+    sgdisk --disk-guid="$disk_guid" \
+      -n 14:2048:8191 -t 14:EF02 -u 14:"$g14" \
+      -n 15:8192:262143 -t 15:EF00 -u 15:"$g15" \
+      -n 2:$cid_start:$((new_rs - 1)) -t 2:0700 -u 2:"$(uuid_of "$node-cidata")" \
+      -n 1:$new_rs:$((new_rs + rn - 1)) -t 1:8304 -u 1:"$g1" "$img" >/dev/null
+    dd if="$base" of="$img" bs=1M skip=4 seek=4 count=124 conv=notrunc,sparse status=none
+    dd if="$fat" of="$img" bs=1M seek=$((cid_start / 2048)) conv=notrunc,sparse status=none
+    dd if="$base" of="$img" bs=4M iflag=skip_bytes,count_bytes oflag=seek_bytes skip=$((rs * 512)) \
+      seek=$((new_rs * 512)) count=$((rn * 512)) conv=notrunc,sparse status=none
+    rm -f "$base"
+    [ "$(sfdisk -J "$img" | grep -c '"node"')" = 4 ] && sgdisk -v "$img" | grep -q 'No problems found' ||
+      die "hand-made GPT of $img is invalid"
+  else
+    xz -dc "$FIXTURE" | cp --sparse=always /dev/stdin "$dir/base.img"
+    local base="$dir/base.img" id fs fn rs rn
+    id=$(sfdisk -J "$base" | python3 -c 'import json,sys; print(json.load(sys.stdin)["partitiontable"]["id"])')
+    read -r fs fn < <(sfdisk -d "$base" | awk -F'[=,]' '/1 :/{gsub(/ /,""); print $2, $4}')
+    read -r rs rn < <(sfdisk -d "$base" | awk -F'[=,]' '/2 :/{gsub(/ /,""); print $2, $4}')
+    local cid_start=$rs cid_sectors=65536
+    local new_rs=$((cid_start + cid_sectors))
+    rm -f "$img"
+    truncate -s $(((new_rs + rn) * 512)) "$img"
+    printf 'label: dos\nlabel-id: %s\n1 : start=%s, size=%s, type=c\n2 : start=%s, size=%s, type=83\n3 : start=%s, size=%s, type=c\n' \
+      "$id" "$fs" "$fn" "$new_rs" "$rn" "$cid_start" "$cid_sectors" | sfdisk -q --no-reread "$img"
+    dd if="$base" of="$img" bs=512 skip="$fs" seek="$fs" count="$fn" conv=notrunc,sparse status=none
+    dd if="$fat" of="$img" bs=512 seek="$cid_start" conv=notrunc,sparse status=none
+    dd if="$base" of="$img" bs=4M iflag=skip_bytes,count_bytes oflag=seek_bytes skip=$((rs * 512)) \
+      seek=$((new_rs * 512)) count=$((rn * 512)) conv=notrunc,sparse status=none
+    rm -f "$base"
+  fi
+  rm -f "$fat"
+  echo "$img"
+}
+
+build_image() { # NODE ROLE TAG -> image path
+  local node=$1 role=$2 tag=$3 t0 img
+  t0=$(date +%s)
+  case "$(compose_mode)" in
+    nodeforge) img=$(build_nodeforge "$node" "$OUT/build-$tag" "$OUT/cache-$tag") ;;
+    hand) img=$(build_hand "$node" "$role" "$OUT/build-$tag") ;;
+    *) die "NODEFORGE_BOOT_COMPOSE must be nodeforge or hand" ;;
+  esac
+  [ -s "$img" ] || die "no image for $node at $img"
+  log "built $node ($tag, $(compose_mode)) in $(($(date +%s) - t0)) s: $img"
+  echo "$img"
+}
+
+# Offset (bytes) of the FAT labelled CIDATA in IMG, for mtools' IMG@@OFFSET.
+cidata_offset() {
+  local img=$1 start
+  for start in $(sfdisk -d "$img" | sed -n 's/.*start= *\([0-9]*\).*/\1/p'); do
+    if mlabel -s -i "$img@@$((start * 512))" :: 2>/dev/null | grep -q CIDATA; then
+      echo $((start * 512))
+      return
+    fi
+  done
+  die "no CIDATA FAT in $img"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Booting and watching.
+PORT_BASE=$((20000 + $$ % 20000))
+
+# boot NAME IMG NETMODE(listen|connect|solo) PORT MAC [PEER] -- runs in the background, writes
+# NAME.*; with PEER, the VM stays up (serving 6443) until PEER's boot has ended too.
+boot() {
+  local name=$1 img=$2 netmode=$3 port=$4 mac=$5 peer=${6:-}
+  local disk="$OUT/$name.disk" serial="$OUT/$name.serial"
+  cp --sparse=always "$img" "$disk"
+  truncate -s +1G "$disk"
+  local net
+  case "$netmode" in
+    listen | solo) net="socket,id=n0,listen=127.0.0.1:$port" ;;
+    connect) net="socket,id=n0,connect=127.0.0.1:$port" ;;
+  esac
+  local -a cmd
+  if [ "$ARCH" = x86_64 ]; then
+    cmd=(qemu-system-x86_64 -accel tcg -machine q35 -m 2048 -smp 2 -bios "$OVMF"
+      -drive "file=$disk,format=raw,if=virtio"
+      -netdev "$net" -device "virtio-net-pci,netdev=n0,mac=$mac,addr=0x3"
+      -nographic -monitor none -serial "file:$serial")
+  else
+    # The Pi image's own kernel and initrd, read from its boot FAT (QEMU cannot run the Pi firmware).
+    local off
+    off=$(sfdisk -d "$disk" | awk -F'[=,]' '/1 :/{gsub(/ /,""); print $2 * 512}')
+    mcopy -o -i "$disk@@$off" ::vmlinuz "$OUT/$name.vmlinuz"
+    mcopy -o -i "$disk@@$off" ::initrd.img "$OUT/$name.initrd"
+    cmd=(qemu-system-aarch64 -M virt -cpu cortex-a72 -m 2048 -smp 2
+      -kernel "$OUT/$name.vmlinuz" -initrd "$OUT/$name.initrd"
+      -append "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 net.ifnames=0"
+      -drive "file=$disk,format=raw,if=virtio"
+      -netdev "$net" -device "virtio-net-pci,netdev=n0,mac=$mac"
+      -nographic -monitor none -serial "file:$serial")
+  fi
+  : >"$serial"
+  local t0 qpid
+  t0=$(date +%s)
+  echo "${cmd[*]}" >"$OUT/$name.cmd"
+  "${cmd[@]}" </dev/null >"$OUT/$name.qemu.log" 2>&1 &
+  qpid=$!
+  echo "$qpid" >"$OUT/$name.pid"
+  watch_boot "$name" "$serial" "$t0" "$qpid"
+  if [ -n "$peer" ]; then
+    while [ ! -e "$OUT/$peer.result" ] && kill -0 "$qpid" 2>/dev/null && [ $(($(date +%s) - t0)) -lt $((TIMEOUT + 120)) ]; do
+      sleep 2
+    done
+  fi
+  kill "$qpid" 2>/dev/null || true
+  wait "$qpid" 2>/dev/null || true
+  rm -f "$disk"
+}
+
+# Records the first time each NF-MARK line appears; stops on `NF-MARK done`, on cloud-init having
+# finished without the stand-in starting (a broken seed), on QEMU exiting, or at the timeout.
+watch_boot() {
+  local name=$1 serial=$2 t0=$3 qpid=$4 now el finished_at=0 result=timeout
+  local marks="$OUT/$name.marks"
+  : >"$marks"
+  declare -A seen=()
+  while :; do
+    sleep 2
+    now=$(date +%s)
+    el=$((now - t0))
+    while IFS= read -r line; do
+      [ -n "${seen[$line]:-}" ] && continue
+      seen[$line]=1
+      printf '%4d s  %s\n' "$el" "$line" >>"$marks"
+    done < <(tr -d '\r' <"$serial" | grep -a -o 'NF-MARK .*' || true)
+    if grep -q ' NF-MARK done$' "$marks"; then result=done; break; fi
+    if [ "$finished_at" = 0 ] && tr -d '\r' <"$serial" | grep -aq 'Cloud-init v\. .* finished at'; then
+      finished_at=$now
+      printf '%4d s  %s\n' "$el" "(cloud-init finished)" >>"$marks"
+    fi
+    if [ "$finished_at" != 0 ] && [ $((now - finished_at)) -ge 90 ] && ! grep -q 'NF-MARK k3s-start' "$marks"; then
+      result=no-k3s-after-cloud-init
+      break
+    fi
+    if ! kill -0 "$qpid" 2>/dev/null; then result=qemu-exited; break; fi
+    if [ "$el" -ge "$TIMEOUT" ]; then result=timeout; break; fi
+  done
+  echo "$result $el" >"$OUT/$name.result"
+}
+
+# ---------------------------------------------------------------------------------------------
+# Assertions.
+mark_value() { # NAME PREFIX -> first matching mark's rest of line
+  sed -n "s/^ *[0-9]* s  NF-MARK $2//p" "$OUT/$1.marks" | head -n1
+}
+
+show_guest_errors() { # NAME: the guest's own words about what went wrong
+  local name=$1
+  log "--- $name: guest cloud-init output (verbatim) ---"
+  grep -a 'NF-MARK cloud-init-' "$OUT/$name.marks" >&2 || true
+  tr -d '\r' <"$OUT/$name.serial" | grep -a -E 'cloud-init|\[(WARNING|ERROR|CRITICAL)\]|Traceback|Failed|failed|rror' |
+    grep -av 'NF-MARK' | tail -n 40 >&2 || true
+  log "--- $name: last serial lines ---"
+  tr -d '\r' <"$OUT/$name.serial" | tail -n 15 >&2 || true
+}
+
+# check NAME ROLE HOSTNAME: asserts every marker; returns non-zero and shows the guest's errors.
+check() {
+  local name=$1 role=$2 host=$3 fails=() v
+  local result
+  result=$(cat "$OUT/$name.result")
+  log "$name: boot ended: $result; markers (seconds after QEMU started):"
+  sed 's/^/    /' "$OUT/$name.marks" >&2
+  [ "${result%% *}" = done ] || fails+=("no 'NF-MARK done' ($result)")
+  if [ "$REAL_K3S" = 0 ]; then
+    [ "$(mark_value "$name" hostname=)" = "$host" ] || fails+=("hostname is '$(mark_value "$name" hostname=)', want $host")
+    grep -q "NF-MARK ssh-key user=$ADMIN_USER fp=$SSH_FP\$" "$OUT/$name.marks" || fails+=("ssh key $SSH_FP not installed for $ADMIN_USER")
+    [ "$(mark_value "$name" 'sshd passwordauthentication=')" = no ] || fails+=("sshd PasswordAuthentication is not 'no'")
+    [ "$(mark_value "$name" 'config token=')" = present ] || fails+=("config.yaml has no token")
+    v=$(mark_value "$name" 'config server=')
+    v2=$(mark_value "$name" 'config node-taint=')
+    if [ "$role" = server ]; then
+      [ "$v" = - ] || fails+=("server config.yaml has server=$v")
+      case "$v2" in *CriticalAddonsOnly=true:NoExecute*) ;; *) fails+=("server config.yaml lacks the taint (node-taint=$v2)") ;; esac
+    else
+      [ "$v" = "https://$SERVER_IP:6443" ] || fails+=("agent config.yaml server=$v, want https://$SERVER_IP:6443")
+    fi
+    v=$(mark_value "$name" 'node-password sha256=')
+    local want_pw
+    want_pw=$(printf '%s' "${NODE_PW[$host]}" | sha256sum | cut -d' ' -f1)
+    [ "$v" = "$want_pw" ] || fails+=("/etc/rancher/node/password sha256 '$v', want the secret's ($want_pw)")
+    [ -n "$(mark_value "$name" instance-id=)" ] || fails+=("no instance-id")
+    local unit=k3s
+    [ "$role" = agent ] && unit=k3s-agent
+    v=$(mark_value "$name" "unit $unit ")
+    case "$v" in "enabled=enabled active=active cmd=$role"*) ;; *) fails+=("unit $unit: '$v'") ;; esac
+    grep -q 'NF-MARK cloud-init-status status: done' "$OUT/$name.marks" || fails+=("cloud-init status is not done")
+    if grep -E 'NF-MARK cloud-init-(status|log) .*(\[ERROR\]|\[CRITICAL\]|Traceback|status: error)' "$OUT/$name.marks" >/dev/null; then
+      fails+=("cloud-init reported errors")
+    fi
+    # Root grown: the root fs must fill the disk but for the partitions before it (< 256 MiB).
+    read -r rfs rdisk < <(mark_value "$name" 'root ' | sed -E 's/fs=([0-9]+) part=[0-9]+ disk=([0-9]+).*/\1 \2/')
+    if [ -z "${rfs:-}" ] || [ $((rdisk - rfs)) -gt $((256 * 1024 * 1024)) ]; then
+      fails+=("root not grown: fs=${rfs:-?} disk=${rdisk:-?}")
+    fi
+  fi
+  if [ "$role" = agent ]; then
+    grep -q "NF-MARK server-reachable $SERVER_IP:6443" "$OUT/$name.marks" || fails+=("agent did not reach $SERVER_IP:6443")
+  fi
+  echo "boot $ARCH $name $result" >>"$TIMINGS"
+  sed "s/^/  $ARCH $name /" "$OUT/$name.marks" | grep -E 'k3s-start|cloud-init-finished|\(cloud-init finished\)|server-reachable|NF-MARK done' >>"$TIMINGS" || true
+  if [ ${#fails[@]} -gt 0 ]; then
+    local f
+    for f in "${fails[@]}"; do log "FAIL $name: $f"; done
+    show_guest_errors "$name"
+    return 1
+  fi
+  log "PASS $name"
+}
+
+# ---------------------------------------------------------------------------------------------
+log "fixture: $FIXTURE; compose: $(compose_mode); timeout per boot: ${TIMEOUT}s"
+mkdir -p "$(dirname "$TIMINGS")"
+echo "# $(date -u +%FT%TZ) tests/boot/run.sh $ARCH (compose: $(compose_mode))" >>"$TIMINGS"
+T_ALL=$(date +%s)
+ONLY=${NODEFORGE_BOOT_ONLY:-all}
+
+SERVER_IMG=$(build_image nf-server server a)
+AGENT_IMG=$(build_image nf-agent agent a)
+
+if [ "$ONLY" != second ]; then
+  log "pair 1: server + agent on one network ($NET_PREFIX.0/24)"
+  boot server "$SERVER_IMG" listen "$PORT_BASE" 52:54:00:4e:46:10 agent &
+  p1=$!
+  sleep 3
+  boot agent "$AGENT_IMG" connect "$PORT_BASE" 52:54:00:4e:46:11 &
+  p2=$!
+  wait $p1 $p2
+  check server server nf-server || FAILED=1
+  check agent agent nf-agent || FAILED=1
+fi
+
+if [ "$ONLY" != pair ]; then
+  # Rebuild identity: a fresh build of the same node (other output and cache dirs).
+  REBUILD_IMG=$(build_image nf-server server b)
+  if cmp -s "$SERVER_IMG" "$REBUILD_IMG"; then log "rebuild is byte-identical"; else log "note: rebuild differs in bytes"; fi
+  # Broken seed: the agent image with its user-data replaced by invalid YAML on the CIDATA FAT.
+  BROKEN_IMG="$OUT/broken.img"
+  cp --sparse=always "$AGENT_IMG" "$BROKEN_IMG"
+  off=$(cidata_offset "$BROKEN_IMG")
+  printf '#cloud-config\nusers: [ {name: nf\nruncmd: [\n' >"$OUT/broken-user-data"
+  mcopy -o -i "$BROKEN_IMG@@$off" "$OUT/broken-user-data" ::user-data
+
+  log "pair 2: rebuilt server (identity) + broken seed"
+  boot rebuild "$REBUILD_IMG" solo $((PORT_BASE + 1)) 52:54:00:4e:46:10 &
+  p1=$!
+  boot broken "$BROKEN_IMG" solo $((PORT_BASE + 2)) 52:54:00:4e:46:12 &
+  p2=$!
+  wait $p1 $p2
+  check rebuild server nf-server || FAILED=1
+  if [ "$ONLY" = all ] && [ -s "$OUT/server.marks" ]; then
+    for k in 'node-password sha256=' 'instance-id='; do
+      a=$(mark_value server "$k")
+      b=$(mark_value rebuild "$k")
+      if [ -n "$a" ] && [ "$a" = "$b" ]; then
+        log "PASS identity: ${k%=} unchanged after rebuild"
+      else
+        log "FAIL identity: ${k%=} changed after rebuild ('$a' vs '$b')"
+        FAILED=1
+      fi
+    done
+  fi
+  # The broken seed must fail the harness, with the guest's own cloud-init error in its output.
+  if check broken agent nf-agent >"$OUT/broken.check" 2>&1; then
+    cat "$OUT/broken.check" >&2
+    log "FAIL broken-seed: the harness accepted a node whose user-data is invalid"
+    FAILED=1
+  elif grep -aE 'cloud-init|util\.py|__init__\.py' "$OUT/broken.check" | grep -aqiE 'yaml|cloud-config|user-data|userdata'; then
+    log "PASS broken-seed: the harness failed and showed the guest's error:"
+    grep -aE 'cloud-init|util\.py' "$OUT/broken.check" | grep -aiE 'yaml|cloud-config|user-data|userdata' | head -n 5 | sed 's/^/    /' >&2
+  else
+    cat "$OUT/broken.check" >&2
+    log "FAIL broken-seed: the harness failed but the guest's cloud-init error is not in its output"
+    FAILED=1
+  fi
+fi
+
+log "total $(($(date +%s) - T_ALL)) s"
+echo "total $ARCH $(($(date +%s) - T_ALL))s" >>"$TIMINGS"
+if [ "$FAILED" != 0 ]; then
+  log "boot test FAILED (serial logs in $OUT)"
+  exit 1
+fi
+log "boot test passed"

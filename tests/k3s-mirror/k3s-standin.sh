@@ -1,0 +1,147 @@
+#!/bin/sh
+# ============================================================================================
+# TEST-ONLY k3s STAND-IN. This is NOT k3s and nodeforge never ships it.
+# nodeforge's boot tests (tests/boot/run.sh) bundle it in place of the real k3s binary because
+# k3s cannot be downloaded on the test machines. It records how it was started, prints markers
+# (`NF-MARK ...`) to the serial console, listens on 6443 as a server, and starts a checker that
+# reports, after cloud-init has finished, whether the node configured itself.
+# Secrets are never printed: the token only as `token=present`, the node password only as sha256.
+# ============================================================================================
+VERSION="@VERSION@"
+LOGDIR=/var/log/k3s-standin
+
+console() {
+  # The serial console the harness reads: ttyAMA0 (arm64 virt / Pi PL011) first, then ttyS0.
+  for t in /dev/ttyAMA0 /dev/ttyS0 /dev/console; do
+    if [ -c "$t" ] && printf '' 2>/dev/null >"$t"; then echo "$t"; return; fi
+  done
+  echo /dev/null
+}
+
+mark() { printf '\r\nNF-MARK %s\r\n' "$*" >"$(console)" 2>/dev/null; printf 'NF-MARK %s\n' "$*" >>"$LOGDIR/marks"; }
+
+# Prints `KEY VALUE` lines for the config keys the tests look at (`-` when absent), reading
+# /etc/rancher/k3s/config.yaml then config.yaml.d/*.yaml like k3s. Never prints the token itself.
+config_summary() {
+  python3 - <<'EOF'
+import glob, yaml
+merged, keys = {}, []
+for f in ["/etc/rancher/k3s/config.yaml"] + sorted(glob.glob("/etc/rancher/k3s/config.yaml.d/*.yaml")):
+    try:
+        with open(f) as fh:
+            d = yaml.safe_load(fh) or {}
+    except FileNotFoundError:
+        continue
+    except Exception as e:
+        print("unreadable %s:%s" % (f, type(e).__name__))
+        continue
+    if f.endswith("/config.yaml"):
+        keys = sorted(d.keys())
+    merged.update(d)
+def show(v):
+    if v is None:
+        return "-"
+    if isinstance(v, list):
+        return ",".join(str(x) for x in v)
+    return str(v)
+print("keys " + ",".join(keys))
+print("token " + ("present" if merged.get("token") or merged.get("token-file") else "absent"))
+for k in ("server", "node-taint", "node-label"):
+    print(k + " " + show(merged.get(k)))
+EOF
+}
+
+check() {
+  role=$1 unit=$2
+  mark "check-start role=$role"
+  cloud-init status --wait >/dev/null 2>&1
+  mark "cloud-init-finished"
+  mark "hostname=$(hostname)"
+  for home in /root /home/*; do
+    ak="$home/.ssh/authorized_keys"
+    [ -s "$ak" ] || continue
+    user=$(stat -c %U "$ak")
+    ssh-keygen -lf "$ak" 2>/dev/null | while read -r _bits fp _rest; do mark "ssh-key user=$user fp=$fp"; done
+  done
+  mark "sshd passwordauthentication=$(sshd -T 2>/dev/null | awk '$1=="passwordauthentication"{print $2}')"
+  if [ -f /etc/rancher/k3s/config.yaml ]; then
+    config_summary >"$LOGDIR/config.summary" 2>&1
+    while read -r k v; do mark "config $k=$v"; done <"$LOGDIR/config.summary"
+  else
+    mark "config missing"
+  fi
+  if [ -s /etc/rancher/node/password ]; then
+    mark "node-password sha256=$(sha256sum /etc/rancher/node/password | cut -d' ' -f1)"
+  else
+    mark "node-password missing"
+  fi
+  iid=$(cloud-init query instance-id 2>/dev/null || cat /var/lib/cloud/data/instance-id 2>/dev/null)
+  mark "instance-id=$iid"
+  mark "unit $unit enabled=$(systemctl is-enabled "$unit" 2>&1) active=$(systemctl is-active "$unit" 2>&1) cmd=$(cat "$LOGDIR/args" 2>/dev/null)"
+  # cloud-init's own words, verbatim (errors included).
+  cloud-init status --long 2>&1 | while IFS= read -r l; do mark "cloud-init-status $l"; done
+  grep -E '\[(WARNING|ERROR|CRITICAL)\]|Traceback' /var/log/cloud-init.log 2>/dev/null | head -n 40 |
+    while IFS= read -r l; do mark "cloud-init-log $l"; done
+  # Root filesystem vs the disk holding it (grown = fills the disk).
+  src=$(findmnt -no SOURCE /)
+  disk=$(lsblk -no PKNAME "$src" 2>/dev/null | head -n1)
+  mark "root fs=$(df -B1 --output=size / | tail -n1 | tr -d ' ') part=$(lsblk -bdno SIZE "$src") disk=$(lsblk -bdno SIZE "/dev/$disk") dev=$src"
+  if [ "$role" = agent ]; then
+    url=$(awk '$1=="server"{print $2}' "$LOGDIR/config.summary")
+    hostport=${url#*://}
+    hostport=${hostport%%/*}
+    host=${hostport%:*} port=${hostport##*:}
+    i=0
+    until nc -z -w 3 "$host" "$port" 2>/dev/null; do
+      i=$((i + 1))
+      if [ $i -ge 200 ]; then mark "server-unreachable $host:$port"; break; fi
+      sleep 3
+    done
+    [ $i -lt 200 ] && mark "server-reachable $host:$port"
+  fi
+  mark "done"
+}
+
+case "${1:-}" in
+  --version | -v | version)
+    echo "k3s version $VERSION (TEST-ONLY nodeforge stand-in)"
+    exit 0
+    ;;
+  __nf_check)
+    shift
+    check "$@"
+    exit 0
+    ;;
+  server | agent) ;;
+  *)
+    echo "TEST-ONLY k3s stand-in: unsupported command '${1:-}'" >&2
+    exit 1
+    ;;
+esac
+
+role=$1
+unit=k3s
+[ "$role" = agent ] && unit=k3s-agent
+mkdir -p "$LOGDIR"
+chmod 0700 "$LOGDIR"
+echo "$*" >"$LOGDIR/args"
+cp /etc/rancher/k3s/config.yaml "$LOGDIR/config.yaml" 2>/dev/null
+env | sort >"$LOGDIR/env"
+mark "k3s-start role=$role version=$VERSION args=$*"
+# The checker must outlive this process' restarts and not hold the unit up: own session, background.
+if [ ! -e "$LOGDIR/check.started" ]; then
+  : >"$LOGDIR/check.started"
+  setsid "$0" __nf_check "$role" "$unit" </dev/null >>"$LOGDIR/check.log" 2>&1 &
+fi
+if [ "$role" = server ]; then
+  mark "listening 6443"
+  exec python3 -c '
+import socketserver
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        self.request.sendall(b"TEST-ONLY k3s stand-in\n")
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("", 6443), H).serve_forever()
+'
+fi
+exec sleep infinity

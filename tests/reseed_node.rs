@@ -35,21 +35,41 @@ fn fats(img: &Path) -> Vec<Volume> {
     out
 }
 
-fn check(lab: &Lab, node: &str, generic_name: &str) {
+/// Seed a copy of the generic image for `node` (through `flash --node` or the library) and
+/// compare it with the per-node build.
+fn check(lab: &Lab, node: &str, generic_name: &str, via_flash: bool) {
     let generic = lab
         .dir
         .join(format!("gen/{generic_name}/{generic_name}.img"));
     let per_node = lab.dir.join(format!("out/{node}/{node}.img"));
     let target = lab.dir.join(format!("{node}-stick.img"));
-    fs::copy(&generic, &target).unwrap();
-
-    let cluster = nodeforge::config::load_cluster(Some(&lab.dir.join("cluster.toml"))).unwrap();
-    let secrets =
-        nodeforge::secrets::Secrets::load(&lab.dir.join("nodeforge-secrets.toml")).unwrap();
-    let n = cluster.node(node).unwrap();
-    let epoch = nodeforge::pipeline::source_date_epoch().unwrap();
-    let r = nodeforge::reseed::reseed(&target, &cluster, n, &secrets, epoch).expect("reseeding");
-    assert!(!r.partitions.is_empty());
+    if via_flash {
+        let o = lab.run(&[
+            "flash",
+            generic.to_str().unwrap(),
+            target.to_str().unwrap(),
+            "--node",
+            node,
+            "-c",
+            "cluster.toml",
+        ]);
+        assert!(
+            o.status.success(),
+            "flash --node: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains("seeded"));
+    } else {
+        fs::copy(&generic, &target).unwrap();
+        let cluster = nodeforge::config::load_cluster(Some(&lab.dir.join("cluster.toml"))).unwrap();
+        let secrets =
+            nodeforge::secrets::Secrets::load(&lab.dir.join("nodeforge-secrets.toml")).unwrap();
+        let n = cluster.node(node).unwrap();
+        let epoch = nodeforge::pipeline::source_date_epoch().unwrap();
+        let r =
+            nodeforge::reseed::reseed(&target, &cluster, n, &secrets, epoch).expect("reseeding");
+        assert!(!r.partitions.is_empty());
+    }
 
     // The seeded stick's FAT volumes hold exactly the per-node build's files.
     let want = fats(&per_node);
@@ -116,8 +136,8 @@ fn generic_image_plus_flash_time_seed_equals_the_per_node_build() {
             );
         }
     }
-    check(&lab, "cp1", "lab-server-rpi4");
-    check(&lab, "w1", "lab-agent-x86_64");
+    check(&lab, "cp1", "lab-server-rpi4", true);
+    check(&lab, "w1", "lab-agent-x86_64", false);
 
     // A node of another architecture is refused, and the target is left as it was.
     let target = lab.dir.join("wrong.img");

@@ -4,7 +4,6 @@
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -157,22 +156,6 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
     Ok(())
 }
 
-/// sha256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
 
 fn file_name(p: &Path) -> String {
     p.file_name()
@@ -180,15 +163,22 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Write `SHA256SUMS` in `dir` for `files` (in `sha256sum -c` format, sorted by name).
-pub fn write_sha256sums(dir: &Path, files: &[PathBuf]) -> Result<()> {
-    let mut lines: Vec<String> = Vec::new();
-    for f in files {
-        lines.push(format!("{}  {}", sha256_file(f)?, file_name(f)));
+/// Write `SHA256SUMS` in `dir` for `files` (in `sha256sum -c` format, sorted by name). A file
+/// whose hash the caller already has comes with it, so big images are not read twice.
+pub fn write_sha256sums(dir: &Path, files: &[(PathBuf, Option<String>)]) -> Result<()> {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (f, known) in files {
+        let sum = match known {
+            Some(s) => s.clone(),
+            None => crate::fetch::sha256_file(f)?,
+        };
+        lines.push((file_name(f), sum));
     }
-    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
-    let mut text = lines.join("\n");
-    text.push('\n');
+    lines.sort();
+    let text: String = lines
+        .iter()
+        .map(|(name, sum)| format!("{sum}  {name}\n"))
+        .collect();
     write_atomic(&dir.join("SHA256SUMS"), text.as_bytes())
 }
 

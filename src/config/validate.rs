@@ -363,6 +363,28 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
         }
     }
 
+    // the registration address: an IP that no server has is likely a typo (or a VIP)
+    if let Some(ip) = c.server_host().and_then(|h| h.parse::<Ipv4Addr>().ok()) {
+        let static_servers: Vec<Ipv4Addr> = c.servers().filter_map(|n| n.ip()).collect();
+        if !static_servers.is_empty() && !static_servers.contains(&ip) {
+            v.push(Issue::warning(
+                None,
+                format!(
+                    "`cluster.server` {} is no server's address (fine if it is a VIP or load balancer)",
+                    c.server
+                ),
+            ));
+        }
+    }
+    for (name, _) in &c.user_manifests {
+        let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
+        if stem.split('.').any(|l| !is_rfc1123_label(l)) {
+            v.push(cl(format!(
+                "overlays/manifests/{name}: k3s needs RFC 1123 manifest names (lower-case letters, digits, '-', '.')"
+            )));
+        }
+    }
+
     // add-ons
     if let Some(m) = &c.addons.metallb {
         if m.addresses.is_empty() {

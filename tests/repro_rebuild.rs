@@ -140,3 +140,35 @@ fn rebuild_is_byte_identical_elsewhere_and_later_and_differs_with_other_secrets(
         );
     }
 }
+
+#[test]
+fn release_is_reproducible_elsewhere_and_later() {
+    let lab = Lab::new();
+    let cluster = lab.path("cluster.toml");
+    let run = |cwd: &str, cache: &str, out: &str| {
+        let (cache, out) = (lab.path(cache), lab.path(out));
+        let o = lab.run_in(
+            &lab.path(cwd),
+            &[
+                "release",
+                "-c",
+                cluster.to_str().unwrap(),
+                "--cache-dir",
+                cache.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(o.status.success(), "release from {cwd}: {}", stderr(&o));
+        out
+    };
+    let a = run("wd-a", "cache-a", "dist-a");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let b = run("wd-b/x", "cache-b", "y/dist-b");
+    assert_eq!(names(&a), names(&b));
+    // SHA256SUMS covers every asset: equal sums, equal releases.
+    same(&a, &b, "SHA256SUMS");
+    for f in names(&a) {
+        same(&a, &b, &f);
+    }
+}

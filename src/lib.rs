@@ -19,6 +19,7 @@ pub mod partition;
 pub mod pi;
 pub mod pipeline;
 pub mod progress;
+pub mod release;
 pub mod reseed;
 pub mod secrets;
 pub mod seed;

@@ -156,7 +156,6 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
     Ok(())
 }
 
-
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())

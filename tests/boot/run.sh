@@ -75,73 +75,76 @@ fi
 ssh-keygen -q -t ed25519 -N '' -C nodeforge-boot-test -f "$OUT/id_ed25519"
 SSH_PUB=$(cat "$OUT/id_ed25519.pub")
 SSH_FP=$(ssh-keygen -lf "$OUT/id_ed25519.pub" | awk '{print $2}')
-# Test-only secrets (fixed so the rebuild has the same identity).
-TOKEN=nf-test-token-0123456789abcdef
-declare -A NODE_PW=([nf-server]=nf-server-node-password-aaaa [nf-agent]=nf-agent-node-password-bbbb)
+# Test-only secrets, one file for every build (the rebuild keeps the node's identity).
+TOKEN=nf-test-token-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+declare -A NODE_PW=([nf-server]=nf-server-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
+  [nf-agent]=nf-agent-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n'))
+SECRETS="$OUT/nodeforge-secrets.toml"
+(
+  umask 077
+  printf '# TEST-ONLY secrets (tests/boot/run.sh)\ntoken = "%s"\n\n[node_passwords]\n' "$TOKEN"
+  printf '%s = "%s"\n' nf-server "${NODE_PW[nf-server]}" nf-agent "${NODE_PW[nf-agent]}"
+) >"$SECRETS"
 
 # ---------------------------------------------------------------------------------------------
 # Image building.
 compose_mode() {
   if [ -n "${NODEFORGE_BOOT_COMPOSE:-}" ]; then
     echo "$NODEFORGE_BOOT_COMPOSE"
-  elif [ -x "$BIN" ] && "$BIN" build --help 2>/dev/null | grep -q -- '--cache-dir' &&
-    [ "${NODEFORGE_BOOT_NODEFORGE_READY:-0}" = 1 ]; then
+  elif [ -x "$BIN" ] && "$BIN" build --help 2>/dev/null | grep -q -- '--cache-dir'; then
     echo nodeforge
   else
     echo hand
   fi
 }
 
-write_cluster_toml() { # DIR
-  local board=x86_64 arch=amd64
-  [ "$ARCH" = arm64 ] && board=pi4 && arch=arm64
-  cat >"$1/cluster.toml" <<EOF
+# The test cluster: one server and one agent (a plain worker) on a private network, the fixture as
+# a file:// base and the test k3s mirror.
+write_cluster_toml() { # FILE
+  local board=x86_64 family=debian-generic mirror_url=$MIRROR
+  [ "$ARCH" = arm64 ] && board=rpi4 && family=debian-raspi
+  case "$mirror_url" in *://*) ;; *) mirror_url="file://$mirror_url" ;; esac
+  cat >"$1" <<EOF
 # Boot-test cluster (written by tests/boot/run.sh)
 [cluster]
 name = "nf-boot"
 k3s_version = "$K3S_VERSION"
-k3s_mirror = "$MIRROR"
-
-[base.fixture]
-url = "file://$FIXTURE"
-sha256 = "$FIXTURE_SHA"
-arch = "$arch"
-
-[[users]]
-name = "$ADMIN_USER"
+server = "https://$SERVER_IP:6443"
+datastore = "sqlite"
 ssh_authorized_keys = ["$SSH_PUB"]
+admin_user = "$ADMIN_USER"
+timezone = "UTC"
+
+[boards.$board]
+base = "file://$FIXTURE"
+sha256 = "$FIXTURE_SHA"
+family = "$family"
+
+[k3s]
+mirror = "$mirror_url"
+airgap = false
 
 [[nodes]]
-name = "nf-server"
+hostname = "nf-server"
 role = "server"
 board = "$board"
-base = "fixture"
-interface = "$IFACE"
 address = "$SERVER_IP/24"
+interface = "$IFACE"
 
 [[nodes]]
-name = "nf-agent"
+hostname = "nf-agent"
 role = "agent"
 board = "$board"
-base = "fixture"
-interface = "$IFACE"
 address = "$AGENT_IP/24"
-server = "https://$SERVER_IP:6443"
+interface = "$IFACE"
 EOF
-  cat >"$1/secrets.toml" <<EOF
-token = "$TOKEN"
-[node_passwords]
-nf-server = "${NODE_PW[nf-server]}"
-nf-agent = "${NODE_PW[nf-agent]}"
-EOF
-  chmod 0600 "$1/secrets.toml"
 }
 
 build_nodeforge() { # NODE OUTDIR CACHEDIR -> prints image path
   local node=$1 dir=$2 cache=$3
   mkdir -p "$dir"
-  write_cluster_toml "$dir"
-  "$BIN" build -c "$dir/cluster.toml" --secrets "$dir/secrets.toml" --cache-dir "$cache" -o "$dir/out" "$node" >&2 ||
+  write_cluster_toml "$dir/cluster.toml"
+  "$BIN" build -c "$dir/cluster.toml" --secrets "$SECRETS" --cache-dir "$cache" -o "$dir/out" "$node" >&2 ||
     die "nodeforge build $node failed"
   echo "$dir/out/$node/$node.img"
 }

@@ -82,9 +82,10 @@ declare -A NODE_PW=([nf-server]=nf-server-$(od -An -N12 -tx1 /dev/urandom | tr -
 SECRETS="$OUT/nodeforge-secrets.toml"
 (
   umask 077
+  exec >"$SECRETS"
   printf '# TEST-ONLY secrets (tests/boot/run.sh)\ntoken = "%s"\n\n[node_passwords]\n' "$TOKEN"
   printf '%s = "%s"\n' nf-server "${NODE_PW[nf-server]}" nf-agent "${NODE_PW[nf-agent]}"
-) >"$SECRETS"
+)
 
 # ---------------------------------------------------------------------------------------------
 # Image building.
@@ -281,8 +282,8 @@ build_image() { # NODE ROLE TAG -> image path
   local node=$1 role=$2 tag=$3 t0 img
   t0=$(date +%s)
   case "$(compose_mode)" in
-    nodeforge) img=$(build_nodeforge "$node" "$OUT/build-$tag" "$OUT/cache-$tag") ;;
-    hand) img=$(build_hand "$node" "$role" "$OUT/build-$tag") ;;
+    nodeforge) img=$(build_nodeforge "$node" "$OUT/build-$tag" "$OUT/cache-$tag") || exit 1 ;;
+    hand) img=$(build_hand "$node" "$role" "$OUT/build-$tag") || exit 1 ;;
     *) die "NODEFORGE_BOOT_COMPOSE must be nodeforge or hand" ;;
   esac
   [ -s "$img" ] || die "no image for $node at $img"
@@ -466,8 +467,8 @@ echo "# $(date -u +%FT%TZ) tests/boot/run.sh $ARCH (compose: $(compose_mode))" >
 T_ALL=$(date +%s)
 ONLY=${NODEFORGE_BOOT_ONLY:-all}
 
-SERVER_IMG=$(build_image nf-server server a)
-AGENT_IMG=$(build_image nf-agent agent a)
+SERVER_IMG=$(build_image nf-server server a) || die "building nf-server failed"
+AGENT_IMG=$(build_image nf-agent agent a) || die "building nf-agent failed"
 
 if [ "$ONLY" != second ]; then
   log "pair 1: server + agent on one network ($NET_PREFIX.0/24)"
@@ -483,7 +484,7 @@ fi
 
 if [ "$ONLY" != pair ]; then
   # Rebuild identity: a fresh build of the same node (other output and cache dirs).
-  REBUILD_IMG=$(build_image nf-server server b)
+  REBUILD_IMG=$(build_image nf-server server b) || die "rebuilding nf-server failed"
   if cmp -s "$SERVER_IMG" "$REBUILD_IMG"; then log "rebuild is byte-identical"; else log "note: rebuild differs in bytes"; fi
   # Broken seed: the agent image with its user-data replaced by invalid YAML on the CIDATA FAT.
   BROKEN_IMG="$OUT/broken.img"

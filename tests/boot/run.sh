@@ -327,13 +327,19 @@ boot() {
       -nographic -monitor none -serial "file:$serial")
   else
     # The Pi image's own kernel and initrd, read from its boot FAT (QEMU cannot run the Pi firmware).
-    local off
+    # The kernel line is the image's own cmdline.txt with the Pi's serial consoles swapped for
+    # the virt machine's PL011 (ttyAMA0).
+    local off append
     off=$(sfdisk -d "$disk" | awk -F'[=,]' '/1 :/{gsub(/ /,""); print $2 * 512}')
     mcopy -o -i "$disk@@$off" ::vmlinuz "$OUT/$name.vmlinuz"
     mcopy -o -i "$disk@@$off" ::initrd.img "$OUT/$name.initrd"
+    append=$(mtype -i "$disk@@$off" ::cmdline.txt | tr -d '\r\n' |
+      sed -E 's/(^| )console=[^ ]*//g; s/^ +//')
+    append="$append console=ttyAMA0"
+    echo "$append" >"$OUT/$name.cmdline"
     cmd=(qemu-system-aarch64 -M virt -cpu cortex-a72 -m 2048 -smp 2
       -kernel "$OUT/$name.vmlinuz" -initrd "$OUT/$name.initrd"
-      -append "root=LABEL=RASPIROOT rw rootwait console=ttyAMA0 net.ifnames=0"
+      -append "$append"
       -drive "file=$disk,format=raw,if=virtio"
       -netdev "$net" -device "virtio-net-pci,netdev=n0,mac=$mac"
       -nographic -monitor none -serial "file:$serial")

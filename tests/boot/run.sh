@@ -407,7 +407,7 @@ show_guest_errors() {
   tr -d '\r' <"$OUT/$name.serial" | grep -a -A6 -E '\[(WARNING|ERROR|CRITICAL)\]|Traceback' |
     grep -av -E 'NF-MARK|randomart|^\[ *[0-9.]+\] cloud-init\[[0-9]+\]: [|+]' | head -n 60 >&2 || true
   log "--- $name: last serial lines ---"
-  tr -d '\r' <"$OUT/$name.serial" | grep -av 'ssh-\|ecdsa-' | tail -n 12 >&2 || true
+  tr -d '\r' <"$OUT/$name.serial" | grep -av -e 'ssh-' -e 'ecdsa-' -e '^ *$' | tail -n 12 >&2 || true
 }
 
 # check NAME ROLE HOSTNAME: asserts every marker; returns non-zero and shows the guest's errors.

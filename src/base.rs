@@ -537,50 +537,6 @@ fn fat_label(bs: &[u8]) -> Option<(u8, String)> {
     Some((bits, label))
 }
 
-/// A read-only window of a file, for fatfs and ext4-view.
-struct Window<'a> {
-    file: &'a File,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl Read for Window<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl Write for Window<'_> {
-    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "base image is opened read-only",
-        ))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Window<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(o) => Some(o),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
-        Ok(self.pos)
-    }
-}
-
 /// An owned window for ext4-view (which wants `'static` readers).
 struct Ext4Window {
     file: File,
@@ -613,12 +569,7 @@ pub struct BootFiles {
 
 /// Look for `cmdline.txt`, `config.txt` and `EFI/` in the FAT at partition `p` (fatfs, read-only).
 pub fn boot_files(file: &File, p: &Partition) -> Result<BootFiles> {
-    let w = Window {
-        file,
-        start: p.start,
-        len: p.size,
-        pos: 0,
-    };
+    let w = crate::window::FileWindow::read_only(file, p.start, p.size);
     let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())
         .with_context(|| format!("reading the FAT of partition {}", p.number))?;
     let root = fs.root_dir();

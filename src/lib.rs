@@ -24,3 +24,4 @@ pub mod reseed;
 pub mod secrets;
 pub mod seed;
 pub mod sparse;
+pub mod window;

@@ -253,6 +253,22 @@ struct Ext {
     itable_blocks: u64,
     /// bg_flags are meaningful only with group descriptor checksums.
     csum: bool,
+    /// How descriptors (and, with metadata_csum, bitmaps) are checksummed.
+    sum: ExtSum,
+}
+
+/// Group descriptor checksum flavour of an ext filesystem.
+#[derive(Debug)]
+enum ExtSum {
+    None,
+    /// GDT_CSUM: crc16 over uuid, group number and descriptor.
+    Crc16 {
+        uuid: [u8; 16],
+    },
+    /// METADATA_CSUM: crc32c seeded from the uuid (or s_checksum_seed).
+    Crc32c {
+        seed: u32,
+    },
 }
 
 impl Ext {
@@ -325,7 +341,25 @@ impl Ext {
         if first_data + 1 + gdt_blocks + reserved_gdt > blocks {
             bail!("ext descriptor table does not fit");
         }
+        let mut uuid = [0u8; 16];
+        uuid.copy_from_slice(&sb[0x68..0x78]);
+        let sum = if ro & RO_METADATA_CSUM != 0 {
+            if crc32c(!0, &sb[..0x3FC]) != le32(sb, 0x3FC) {
+                bail!("ext superblock checksum mismatch");
+            }
+            let seed = if incompat & INCOMPAT_CSUM_SEED != 0 {
+                le32(sb, 0x270)
+            } else {
+                crc32c(!0, &uuid)
+            };
+            ExtSum::Crc32c { seed }
+        } else if ro & RO_GDT_CSUM != 0 {
+            ExtSum::Crc16 { uuid }
+        } else {
+            ExtSum::None
+        };
         Ok(Ext {
+            sum,
             block,
             blocks,
             first_data,
@@ -368,6 +402,9 @@ impl Ext {
             let inode_bitmap = u64::from(le32(d, 0x04)) | hi(d, 0x24);
             let inode_table = u64::from(le32(d, 0x08)) | hi(d, 0x28);
             let flags = le16(d, 0x12);
+            if !self.desc_ok(g, d) {
+                bail!("ext group {g} descriptor checksum mismatch");
+            }
             let valid = |b: u64, n: u64| b > self.first_data && b.saturating_add(n) <= self.blocks;
             if !valid(block_bitmap, 1)
                 || !valid(inode_bitmap, 1)
@@ -391,6 +428,19 @@ impl Ext {
             }
             file.read_exact_at(&mut bitmap, base + block_bitmap * self.block)
                 .with_context(|| format!("reading the block bitmap of ext group {g}"))?;
+            if let ExtSum::Crc32c { seed } = self.sum {
+                let c = crc32c(seed, &bitmap[..(self.per_group / 8) as usize]);
+                let lo = u32::from(le16(d, 0x18));
+                let want = if ds >= 0x3C {
+                    lo | u32::from(le16(d, 0x38)) << 16
+                } else {
+                    lo
+                };
+                let got = if ds >= 0x3C { c } else { c & 0xFFFF };
+                if got != want {
+                    bail!("ext group {g} block bitmap checksum mismatch");
+                }
+            }
             let mut zeros = 0u64;
             zero_runs(&bitmap, count, |s, n| {
                 zeros += n;
@@ -418,6 +468,80 @@ impl Ext {
             .collect();
         Ok(subtract(&free_bytes, &needed_bytes))
     }
+}
+
+impl Ext {
+    /// Whether descriptor `d` of group `g` carries the right checksum (true without checksums).
+    fn desc_ok(&self, g: u64, d: &[u8]) -> bool {
+        let group = (g as u32).to_le_bytes();
+        let stored = le16(d, 0x1E);
+        match &self.sum {
+            ExtSum::None => true,
+            ExtSum::Crc32c { seed } => {
+                let c = crc32c(*seed, &group);
+                let c = crc32c(c, &d[..0x1E]);
+                let c = crc32c(c, &[0, 0]);
+                let c = crc32c(c, &d[0x20..]);
+                c & 0xFFFF == u32::from(stored)
+            }
+            ExtSum::Crc16 { uuid } => {
+                let c = crc16(0xFFFF, uuid);
+                let c = crc16(c, &group);
+                let c = crc16(c, &d[..0x1E]);
+                // Only 64bit filesystems checksum the descriptor's upper half.
+                let c = if d.len() > 32 {
+                    crc16(c, &d[0x20..])
+                } else {
+                    c
+                };
+                c == stored
+            }
+        }
+    }
+}
+
+/// CRC-32C (Castagnoli) as ext4 uses it: no pre/post inversion beyond the caller's seed.
+fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
+    for &b in data {
+        crc = CRC32C_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ crc >> 8;
+    }
+    crc
+}
+
+/// Byte-wise lookup table for [`crc32c`] (bitmaps are checksummed per group: keep it fast).
+const CRC32C_TABLE: [u32; 256] = {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                c >> 1 ^ 0x82F6_3B78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+};
+
+/// CRC-16 (poly 0x8005, reflected) as ext4's GDT_CSUM uses it.
+fn crc16(mut crc: u16, data: &[u8]) -> u16 {
+    for &b in data {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                crc >> 1 ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
 }
 
 /// `a` minus `b`; `a` sorted non-overlapping, `b` sorted by start (may overlap).
@@ -592,6 +716,13 @@ impl Fat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crc_reference_values() {
+        // Standard check values: CRC-32C("123456789") = 0xE3069283, CRC-16/ARC = 0xBB3D.
+        assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
+        assert_eq!(crc16(0, b"123456789"), 0xBB3D);
+    }
 
     #[test]
     fn zero_runs_finds_runs() {

@@ -218,11 +218,13 @@ const INCOMPAT_OK: u32 = INCOMPAT_FILETYPE
     | INCOMPAT_INLINE_DATA
     | INCOMPAT_ENCRYPT
     | INCOMPAT_CASEFOLD;
+const COMPAT_SPARSE_SUPER2: u32 = 0x200;
+const RO_SPARSE_SUPER: u32 = 0x1;
 const RO_GDT_CSUM: u32 = 0x10;
 const RO_METADATA_CSUM: u32 = 0x400;
 /// Read-only-compat features we understand; BIGALLOC (cluster bitmaps) and HAS_SNAPSHOT are
 /// left out on purpose.
-const RO_OK: u32 = 0x1 // SPARSE_SUPER
+const RO_OK: u32 = RO_SPARSE_SUPER
     | 0x2 // LARGE_FILE
     | 0x4 // BTREE_DIR
     | 0x8 // HUGE_FILE
@@ -253,8 +255,21 @@ struct Ext {
     itable_blocks: u64,
     /// bg_flags are meaningful only with group descriptor checksums.
     csum: bool,
+    /// Which groups carry superblock backups (ext4_bg_has_super).
+    backups: Backups,
     /// How descriptors (and, with metadata_csum, bitmaps) are checksummed.
     sum: ExtSum,
+}
+
+/// Where an ext filesystem keeps superblock + GDT backups.
+#[derive(Debug)]
+enum Backups {
+    /// No sparse_super: every group.
+    All,
+    /// sparse_super: groups 0, 1 and powers of 3, 5 and 7.
+    Sparse,
+    /// sparse_super2: group 0 and the (up to) two groups named in the superblock.
+    Two([u32; 2]),
 }
 
 /// Group descriptor checksum flavour of an ext filesystem.
@@ -358,7 +373,15 @@ impl Ext {
         } else {
             ExtSum::None
         };
+        let backups = if le32(sb, 0x5C) & COMPAT_SPARSE_SUPER2 != 0 {
+            Backups::Two([le32(sb, 0x24C), le32(sb, 0x250)])
+        } else if ro & RO_SPARSE_SUPER != 0 {
+            Backups::Sparse
+        } else {
+            Backups::All
+        };
         Ok(Ext {
+            backups,
             sum,
             block,
             blocks,
@@ -419,8 +442,14 @@ impl Ext {
             let start = self.first_data + g * self.per_group;
             let count = self.per_group.min(self.blocks - start);
             if self.csum && flags & BG_BLOCK_UNINIT != 0 {
-                // No bitmap on disk; a superblock/GDT backup may sit at the group start.
-                let keep = 1 + self.gdt_blocks + self.reserved_gdt;
+                // No bitmap on disk: like the kernel (ext4_init_block_bitmap), the group's own
+                // metadata is used (kept through `meta` below) plus a superblock + GDT backup
+                // at its start in the groups that carry one.
+                let keep = if self.has_super(g) {
+                    1 + self.gdt_blocks + self.reserved_gdt
+                } else {
+                    0
+                };
                 if count > keep {
                     push_free(start + keep, count - keep);
                 }
@@ -471,6 +500,25 @@ impl Ext {
 }
 
 impl Ext {
+    /// Whether group `g` holds a superblock + GDT backup (the kernel's ext4_bg_has_super).
+    fn has_super(&self, g: u64) -> bool {
+        let power_of = |base: u64| {
+            let mut n = 1u64;
+            while n < g {
+                n *= base;
+            }
+            n == g
+        };
+        match self.backups {
+            _ if g == 0 => true,
+            Backups::All => true,
+            Backups::Two(b) => b.iter().any(|&x| u64::from(x) == g),
+            Backups::Sparse => {
+                g == 1 || (g % 2 == 1 && (power_of(3) || power_of(5) || power_of(7)))
+            }
+        }
+    }
+
     /// Whether descriptor `d` of group `g` carries the right checksum (true without checksums).
     fn desc_ok(&self, g: u64, d: &[u8]) -> bool {
         let group = (g as u32).to_le_bytes();

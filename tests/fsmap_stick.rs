@@ -257,3 +257,77 @@ fn fixture_raspios() {
 fn fixture_debian_generic() {
     fixture("debian-generic");
 }
+
+/// One ext partition made with `mke2fs args` (after a 1 MiB head) in a GPT image.
+fn single_ext(work: &Path, args: &[&str]) -> std::path::PathBuf {
+    let s = |x: &Path| x.display().to_string();
+    let tree = work.join("tree");
+    if !tree.exists() {
+        make_tree(&tree);
+    }
+    let img = work.join("one.img");
+    let _ = std::fs::remove_file(&img);
+    File::create(&img).unwrap().set_len(72 * MIB).unwrap();
+    run_ok("sgdisk", &["-n", "1:2048:+64M", "-t", "1:8300", &s(&img)]);
+    let part = work.join("one-p1.img");
+    let _ = std::fs::remove_file(&part);
+    let mut a = vec!["-q", "-F"];
+    a.extend_from_slice(args);
+    let (t, ps) = (s(&tree), s(&part));
+    a.extend_from_slice(&["-d", &t, &ps, "64M"]);
+    run_ok("mke2fs", &a);
+    place(&img, &part, MIB);
+    std::fs::remove_file(&part).unwrap();
+    dig_holes(&img);
+    img
+}
+
+#[test]
+fn ext_feature_variants() {
+    let work = tempdir();
+    for args in [
+        &["-t", "ext4", "-O", "^metadata_csum,uninit_bg"][..],
+        &["-t", "ext4", "-O", "^metadata_csum,uninit_bg,^64bit"],
+        &["-t", "ext4", "-O", "^64bit"],
+        &["-t", "ext4", "-O", "^flex_bg", "-b", "2048"],
+        &["-t", "ext4", "-b", "1024", "-g", "2048"],
+        &["-t", "ext3"],
+        &["-t", "ext2", "-O", "^sparse_super,^resize_inode"],
+        &["-t", "ext4", "-O", "^sparse_super,^resize_inode"],
+        &["-t", "ext4", "-O", "sparse_super2"],
+        // 128 groups: backups in groups 0, 1 and the powers of 3, 5 and 7 up to 125.
+        &[
+            "-t",
+            "ext4",
+            "-b",
+            "1024",
+            "-g",
+            "512",
+            "-O",
+            "^flex_bg,^64bit,^resize_inode",
+        ],
+        // meta_bg (descriptors spread over the disk) is not parsed: all needed.
+        &["-t", "ext4", "-O", "meta_bg,^resize_inode"],
+    ] {
+        let img = single_ext(work.path(), args);
+        let f = File::open(&img).unwrap();
+        let size = f.metadata().unwrap().len();
+        let free = free_ranges(&f, size).unwrap();
+        let needed = needed_ranges(&f, size).unwrap();
+        let in_part = bytes_within(&free, MIB, 64 * MIB);
+        eprintln!("{args:?}: {} KiB of 64 MiB free", in_part / 1024);
+        if args.iter().any(|a| a.starts_with("meta_bg")) {
+            assert_eq!(in_part, 0, "meta_bg must be treated as all needed");
+        } else {
+            // Not the conservative fallback: most of the mostly empty filesystem is free.
+            assert!(in_part > 32 * MIB, "{args:?}: only {in_part} bytes free");
+            check_coverage(&img, &needed, work.path());
+        }
+        // The GPT backup at the end stays needed.
+        assert!(covered(&needed, size - 33 * 512, 33 * 512), "{args:?}");
+        let stick = work.path().join("stick.img");
+        stick_copy(&img, &needed, &stick);
+        let problems = check_stick(&img, &stick, work.path());
+        assert!(problems.is_empty(), "{args:?}: {problems:#?}");
+    }
+}

@@ -32,6 +32,14 @@ pub fn free_ranges(file: &File, image_size: u64) -> Result<Vec<(u64, u64)>> {
         Ok(l) => l,
         Err(_) => return Ok(Vec::new()),
     };
+    // No partitions, or a boot sector that is itself a FAT (a "superfloppy"): the table is
+    // not what describes this disk, so nothing counts as unpartitioned.
+    let mut sector0 = [0u8; 512];
+    file.read_exact_at(&mut sector0, 0)
+        .context("fsmap: reading sector 0")?;
+    if layout.partitions.is_empty() || Fat::parse(&sector0, image_size).is_ok() {
+        return Ok(Vec::new());
+    }
     let gpt = matches!(layout.table, TableKind::Gpt { .. });
     // Partition tables (MBR + primary GPT) at the start, backup GPT at the end never free.
     let lo = GPT_FIRST_USABLE_LBA * SECTOR;
@@ -318,7 +326,12 @@ impl Ext {
         if first_data != u64::from(block == 1024) {
             bail!("bad ext first data block");
         }
-        if per_group == 0 || per_group > 8 * block || le32(sb, 0x24) != per_group as u32 {
+        // mke2fs never makes groups under 256 blocks; the bound also caps the GDT we allocate.
+        if per_group < 256
+            || per_group % 8 != 0
+            || per_group > 8 * block
+            || le32(sb, 0x24) != per_group as u32
+        {
             bail!("bad ext blocks per group");
         }
         let fits = matches!(blocks.checked_mul(block), Some(b) if b <= part_size);
@@ -731,7 +744,9 @@ impl Fat {
     /// Free byte ranges relative to the partition start at `base`: clusters free in every FAT.
     fn free(&self, file: &File, base: u64) -> Result<Vec<(u64, u64)>> {
         let mut used = vec![false; self.clusters as usize];
-        let mut table = vec![0u8; self.fat_bytes as usize];
+        // Only the entries of existing clusters matter; a FAT may be larger than that.
+        let want = ((self.clusters + 2) * u64::from(self.bits)).div_ceil(8);
+        let mut table = vec![0u8; want as usize];
         for i in 0..self.fats {
             let at = base + (self.reserved + i * (self.fat_bytes / self.sector)) * self.sector;
             file.read_exact_at(&mut table, at)

@@ -245,3 +245,47 @@ fn truncated_and_random_images_do_not_panic() {
     }
     f.write_all_at(&mbr, 0).unwrap();
 }
+
+#[test]
+fn unpartitioned_filesystems_are_all_needed() {
+    let work = tempdir();
+    let s = |x: &Path| x.display().to_string();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    // A FAT "superfloppy" has 55 AA and boot code where an MBR's entries would be.
+    let fat = work.path().join("floppy.img");
+    run_ok(
+        "mkfs.vfat",
+        &["-F", "32", "-C", &s(&fat), &(40 * 1024).to_string()],
+    );
+    mcopy_tree(&fat, &tree);
+    dig_holes(&fat);
+    // A whole-disk ext4 has no table at all.
+    let ext = work.path().join("whole.img");
+    run_ok(
+        "mke2fs",
+        &["-q", "-F", "-t", "ext4", "-d", &s(&tree), &s(&ext), "32M"],
+    );
+    dig_holes(&ext);
+    // An MBR without partitions.
+    let empty = work.path().join("empty.img");
+    File::create(&empty).unwrap().set_len(8 * MIB).unwrap();
+    let o = std::process::Command::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", "-q"])
+        .arg(&empty)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"label: dos\n")?;
+            c.wait_with_output()
+        })
+        .expect("cannot run sfdisk (install fdisk)");
+    assert!(o.status.success());
+    for img in [&fat, &ext, &empty] {
+        let f = File::open(img).unwrap();
+        let size = f.metadata().unwrap().len();
+        let free = both(&f, size, &s(img));
+        assert!(free.is_empty(), "{}: {free:?}", img.display());
+    }
+}

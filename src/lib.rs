@@ -20,6 +20,7 @@ pub mod partition;
 pub mod pi;
 pub mod pipeline;
 pub mod progress;
+pub mod reseed;
 pub mod secrets;
 pub mod seed;
 pub mod sparse;

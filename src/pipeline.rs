@@ -369,7 +369,8 @@ pub fn build(s: &mut Session, a: &BuildArgs) -> Result<Vec<PathBuf>> {
         let path = s
             .cluster_secrets_path(a)
             .context("locating the secrets file")?;
-        Some(secrets::Secrets::load(&path)?)
+        // A build gives new nodes their password (like `init --update`); values are never shown.
+        Some(secrets::ensure(&path, cluster.hostnames())?)
     };
 
     let mut bases: BTreeMap<Board, (Base, ManifestInput)> = BTreeMap::new();

@@ -79,7 +79,25 @@ pub fn free_ranges(file: &File, image_size: u64) -> Result<Vec<(u64, u64)>> {
             free.extend(ranges.into_iter().map(|(s, l)| (start + s, l)));
         }
     }
-    Ok(normalize(free, lo, hi))
+    let free = normalize(free, lo, hi);
+    if gpt {
+        // The backup GPT sits where the header says, which is not the end of the image when
+        // the image grew after the table was written: keep its array and header too.
+        let mut header = [0u8; 92];
+        file.read_exact_at(&mut header, SECTOR)
+            .context("fsmap: reading the GPT header")?;
+        if &header[..8] == b"EFI PART" {
+            let mut alt = [0u8; 8];
+            alt.copy_from_slice(&header[32..40]);
+            let alt = u64::from_le_bytes(alt);
+            let start = alt
+                .saturating_sub(GPT_BACKUP_SECTORS - 1)
+                .saturating_mul(SECTOR);
+            let end = alt.saturating_add(1).saturating_mul(SECTOR);
+            return Ok(subtract(&free, &[(start, end - start)]));
+        }
+    }
+    Ok(free)
 }
 
 /// Byte ranges `(start, len)` that must be written: the complement of [`free_ranges`] within

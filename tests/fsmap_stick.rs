@@ -331,3 +331,34 @@ fn ext_feature_variants() {
         assert!(problems.is_empty(), "{args:?}: {problems:#?}");
     }
 }
+
+#[test]
+fn grown_gpt_keeps_its_backup_table() {
+    // An image grown after partitioning still has its backup GPT at the old end.
+    let work = tempdir();
+    let img = single_ext(work.path(), &["-t", "ext4"]);
+    let old = std::fs::metadata(&img).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(old + 64 * MIB)
+        .unwrap();
+    let f = File::open(&img).unwrap();
+    let size = f.metadata().unwrap().len();
+    let needed = needed_ranges(&f, size).unwrap();
+    let free = free_ranges(&f, size).unwrap();
+    assert!(
+        covered(&needed, old - 33 * 512, 33 * 512),
+        "old backup GPT not needed: {needed:?}"
+    );
+    assert!(covered(&needed, size - 33 * 512, 33 * 512));
+    assert!(
+        covered(&free, old, 63 * MIB),
+        "grown tail not free: {free:?}"
+    );
+    assert!(
+        covered(&free, 65 * MIB, old - 33 * 512 - 65 * MIB),
+        "gap before old backup"
+    );
+}

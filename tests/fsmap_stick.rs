@@ -198,6 +198,21 @@ fn reused_stick_needs_filesystem_ranges() {
     let problems = check_stick(&img, &stick, work.path());
     assert!(problems.is_empty(), "needed ranges: {problems:#?}");
 
+    // The wiring into bmaps: 4 KiB blocks touching a needed byte are mapped (rounded outward).
+    let bmap =
+        nodeforge::bmap::Bmap::from_extents(size, &needed, |_, _| Ok(String::new())).unwrap();
+    let mapped: Vec<(u64, u64)> = bmap
+        .ranges
+        .iter()
+        .map(|r| r.byte_span(bmap.block_size, size))
+        .collect();
+    let mapped_bytes: u64 = mapped.iter().map(|r| r.1).sum();
+    eprintln!("bmap from needed ranges: {mapped_bytes} B mapped");
+    assert!(mapped_bytes < 30 * MIB);
+    stick_copy(&img, &mapped, &stick);
+    let problems = check_stick(&img, &stick, work.path());
+    assert!(problems.is_empty(), "bmap of needed ranges: {problems:#?}");
+
     // The same stick with only the data extents must show the damage, or the test proves nothing.
     let naive = seek_data_ranges(&img);
     stick_copy(&img, &naive, &stick);

@@ -12,6 +12,7 @@ pub mod eeprom;
 pub mod fat;
 pub mod fetch;
 pub mod flash;
+pub mod fsmap;
 pub mod inspect;
 pub mod lock;
 pub mod output;

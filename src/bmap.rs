@@ -285,8 +285,24 @@ impl Bmap {
     }
 }
 
-/// Generate the bmap of a (sparse) raw image from its data extents (SEEK_DATA/SEEK_HOLE),
-/// like `bmaptool create`: all-zero blocks inside data extents stay mapped.
+/// What a bmap must map. For a disk image, everything its filesystems do not call free
+/// (`fsmap`): a hole inside a file or in metadata must still be written as zeros, or a reused
+/// stick keeps its old bytes there. A file with no partition table falls back to its data
+/// extents, as `bmaptool create` does.
+fn mapped_extents(f: &File, size: u64, image: &Path) -> Result<Vec<(u64, u64)>> {
+    let mut probe = f
+        .try_clone()
+        .with_context(|| format!("open image {}", image.display()))?;
+    if crate::partition::read_layout(&mut probe, image).is_ok() {
+        crate::fsmap::needed_ranges(f, size)
+            .with_context(|| format!("reading the filesystems of {}", image.display()))
+    } else {
+        data_extents(f, size).with_context(|| format!("find data in {}", image.display()))
+    }
+}
+
+/// Generate the bmap of a (sparse) raw image: filesystem-aware for disk images, data extents
+/// (SEEK_DATA/SEEK_HOLE, like `bmaptool create`) otherwise.
 pub fn generate(image: &Path) -> Result<Bmap> {
     let f = File::open(image).with_context(|| format!("open image {}", image.display()))?;
     let size = f
@@ -296,8 +312,7 @@ pub fn generate(image: &Path) -> Result<Bmap> {
     if size == 0 {
         bail!("cannot generate a bmap for empty image {}", image.display());
     }
-    let extents =
-        data_extents(&f, size).with_context(|| format!("find data in {}", image.display()))?;
+    let extents = mapped_extents(&f, size, image)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut src = &f;
     Bmap::from_extents(size, &extents, |off, len| {

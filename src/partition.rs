@@ -424,7 +424,6 @@ fn write_mbr(file: &mut File, layout: &DiskLayout, disk_signature: u32) -> Resul
     Ok(())
 }
 
-
 fn write_gpt(
     file: &mut File,
     layout: &DiskLayout,

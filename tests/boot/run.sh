@@ -11,6 +11,7 @@
 #   NODEFORGE_BOOT_COMPOSE=nodeforge|hand   who builds the images (default: nodeforge when its
 #                                  `build` works, else by hand from the fixture like DESIGN.md)
 #   NODEFORGE_BOOT_TIMEOUT=600     seconds per boot
+#   NODEFORGE_BOOT_FIXTURE=FILE    use this base instead of the fixture from tests/fixtures/build.sh
 #   NODEFORGE_BOOT_ONLY=pair|second run only the first (server+agent) or second pair of boots
 # Output: target/boot/<arch>/ (serial logs *.serial, marker times *.marks), target/boot/timings.txt
 set -euo pipefail
@@ -59,7 +60,12 @@ rm -rf "${OUT:?}"/*
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: fixture, k3s mirror, ssh key, secrets.
-FIXTURE=$(bash "$ROOT/tests/fixtures/build.sh" "$ARCH" | tail -n1)
+if [ -n "${NODEFORGE_BOOT_FIXTURE:-}" ]; then
+  FIXTURE=$NODEFORGE_BOOT_FIXTURE
+  [ -s "$FIXTURE.sha256" ] || sha256sum "$FIXTURE" >"$FIXTURE.sha256"
+else
+  FIXTURE=$(bash "$ROOT/tests/fixtures/build.sh" "$ARCH" | tail -n1)
+fi
 [ -s "$FIXTURE" ] || die "fixture missing: $FIXTURE"
 FIXTURE_SHA=$(cut -d' ' -f1 "$FIXTURE.sha256")
 

@@ -11,6 +11,7 @@
 #   NODEFORGE_BOOT_COMPOSE=nodeforge|hand   who builds the images (default: nodeforge when its
 #                                  `build` works, else by hand from the fixture like DESIGN.md)
 #   NODEFORGE_BOOT_TIMEOUT=600     seconds per boot
+#   NODEFORGE_BOOT_FIXTURE=FILE    use this base instead of the fixture from tests/fixtures/build.sh
 #   NODEFORGE_BOOT_ONLY=pair|second run only the first (server+agent) or second pair of boots
 # Output: target/boot/<arch>/ (serial logs *.serial, marker times *.marks), target/boot/timings.txt
 set -euo pipefail
@@ -59,7 +60,12 @@ rm -rf "${OUT:?}"/*
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: fixture, k3s mirror, ssh key, secrets.
-FIXTURE=$(bash "$ROOT/tests/fixtures/build.sh" "$ARCH" | tail -n1)
+if [ -n "${NODEFORGE_BOOT_FIXTURE:-}" ]; then
+  FIXTURE=$NODEFORGE_BOOT_FIXTURE
+  [ -s "$FIXTURE.sha256" ] || sha256sum "$FIXTURE" >"$FIXTURE.sha256"
+else
+  FIXTURE=$(bash "$ROOT/tests/fixtures/build.sh" "$ARCH" | tail -n1)
+fi
 [ -s "$FIXTURE" ] || die "fixture missing: $FIXTURE"
 FIXTURE_SHA=$(cut -d' ' -f1 "$FIXTURE.sha256")
 
@@ -313,6 +319,8 @@ boot() {
   local name=$1 img=$2 netmode=$3 port=$4 mac=$5 peer=${6:-}
   local disk="$OUT/$name.disk" serial="$OUT/$name.serial"
   cp --sparse=always "$img" "$disk"
+  # Root is the largest partition in every layout: remember its size to prove it grew.
+  sfdisk -J "$disk" | python3 -c 'import json,sys; print(max(p["size"] for p in json.load(sys.stdin)["partitiontable"]["partitions"]) * 512)' >"$OUT/$name.rootsize"
   truncate -s +1G "$disk"
   local net
   case "$netmode" in
@@ -457,10 +465,13 @@ check() {
     if grep -E 'NF-MARK cloud-init-(status|log) .*(\[ERROR\]|\[CRITICAL\]|Traceback|status: error)' "$OUT/$name.marks" >/dev/null; then
       fails+=("cloud-init reported errors")
     fi
-    # Root grown: the root fs must fill the disk but for the partitions before it (< 256 MiB).
-    read -r rfs rdisk < <(mark_value "$name" 'root ' | sed -E 's/fs=([0-9]+) part=[0-9]+ disk=([0-9]+).*/\1 \2/')
-    if [ -z "${rfs:-}" ] || [ $((rdisk - rfs)) -gt $((256 * 1024 * 1024)) ]; then
-      fails+=("root not grown: fs=${rfs:-?} disk=${rdisk:-?}")
+    # Root grown: the partition took the 1 GiB added to the disk and the filesystem fills it.
+    local rfs rpart rdisk orig
+    read -r rfs rpart rdisk < <(mark_value "$name" 'root ' | sed -E 's/fs=([0-9]+) part=([0-9]+) disk=([0-9]+).*/\1 \2 \3/')
+    orig=$(cat "$OUT/$name.rootsize" 2>/dev/null || echo 0)
+    if [ -z "${rfs:-}" ] || [ "$rpart" -lt $((orig + 1024 * 1024 * 1024 - 16 * 1024 * 1024)) ] ||
+      [ "$rfs" -lt $((rpart * 9 / 10)) ]; then
+      fails+=("root not grown: fs=${rfs:-?} part=${rpart:-?} (was $orig) disk=${rdisk:-?}")
     fi
   fi
   if [ "$role" = agent ] && [ "$REAL_K3S" = 0 ]; then

@@ -26,7 +26,7 @@ lint:
 	actionlint .github/workflows/*.yml examples/homelab/.github/workflows/*.yml
 
 test-unit:
-	$(CARGO) test --release --locked
+	$(CARGO) test --release --locked --no-fail-fast
 
 fixtures: build
 	bash tests/fixtures/build.sh

@@ -151,6 +151,30 @@ fn even_etcd_servers() {
 }
 
 #[test]
+fn usb_booting_pi_with_a_data_disk_warns() {
+    let c = ok(&text(
+        "sqlite",
+        &[
+            node("cp1", "server", "rpi4", ""),
+            node(
+                "st1",
+                "arm-worker-storage",
+                "rpi4",
+                "data_disk = \"/dev/sda\"",
+            ),
+        ],
+    ));
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("node st1") && w.contains("data_disk") && w.contains("PARTUUID")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(!c.warnings.iter().any(|w| w.contains("node cp1")));
+}
+
+#[test]
 fn postgres_single_server_warns() {
     let c = ok(&text(
         "postgres://k3s@db.lan:5432/k3s",
@@ -454,7 +478,14 @@ fn examples_load() {
     assert!(n >= 2);
     let c = load_cluster(Some(&dir.join("ha-cluster.toml"))).unwrap();
     assert_eq!(c.servers().count(), 3);
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // Its Pi storage nodes get the USB-boot advice, and nothing else.
+    assert!(
+        c.warnings
+            .iter()
+            .all(|w| w.contains("boots from USB and has a data_disk")),
+        "{:?}",
+        c.warnings
+    );
     ok(&text(
         "sqlite",
         &[node(

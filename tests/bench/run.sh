@@ -164,6 +164,9 @@ results="$B/results.txt"
   printf '%-46s %7sMiB %9s %7s %8s %s\n' "4. peak RSS of the builds (no --compress)" "$pm" "-" "-" "<= 200" "$(verdict "$pm" 200)"
   echo "(build with --compress xz: ${t_xzbuild}s, max RSS $((rss_xz >> 10)) MiB (xz -T2 -6 itself: $((rss_xzref >> 10)) MiB);" \
     "warm/cp best of $ROUNDS rounds)"
+  for l in cold-build "warm-build-$ROUNDS"; do
+    echo "$l steps: $(sed -n 's/^\([a-z]*\) [^:]*: done in \([0-9.]* s\)$/\1 \2/p' "$work/$l.log" | paste -sd, -)"
+  done
 } > "$results.partial"
 mv "$results.partial" "$results"
 echo

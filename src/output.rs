@@ -204,6 +204,27 @@ fn file_key(path: &Path) -> Option<FileKey> {
 /// `SHA256SUMS` (a full pass over a multi-GiB image). A rename keeps the key.
 static HASHED: std::sync::Mutex<Vec<(FileKey, String)>> = std::sync::Mutex::new(Vec::new());
 
+/// Hashes started by [`sha256_file_background`] and not yet asked for.
+type Pending = (FileKey, std::thread::JoinHandle<Option<String>>);
+static PENDING: std::sync::Mutex<Vec<Pending>> = std::sync::Mutex::new(Vec::new());
+
+/// Start hashing `path` on another thread; a later [`sha256_file`] of the unchanged file takes
+/// that result. A build hashes its image while the block map is computed (two passes over
+/// GiBs, in parallel on two cores).
+pub fn sha256_file_background(path: &Path) {
+    let Some(key) = file_key(path) else {
+        return;
+    };
+    let owned = path.to_path_buf();
+    let handle = std::thread::spawn(move || {
+        let sha = hash_whole(&owned).ok()?;
+        (file_key(&owned) == Some(key)).then_some(sha)
+    });
+    if let Ok(mut p) = PENDING.lock() {
+        p.push((key, handle));
+    }
+}
+
 /// sha256 of a file, lowercase hex (holes hashed as zeros without reading them).
 pub fn sha256_file(path: &Path) -> Result<String> {
     let before = file_key(path);
@@ -213,20 +234,39 @@ pub fn sha256_file(path: &Path) -> Result<String> {
                 return Ok(sha.clone());
             }
         }
+        let pending = PENDING.lock().ok().and_then(|mut p| {
+            let i = p.iter().position(|(k, _)| *k == key)?;
+            Some(p.swap_remove(i).1)
+        });
+        // A failed or outdated background hash falls through to hashing here.
+        if let Some(Ok(Some(sha))) = pending.map(|h| h.join()) {
+            if file_key(path) == before {
+                remember(key, &sha);
+                return Ok(sha);
+            }
+        }
     }
+    let sha = hash_whole(path)?;
+    // Only remember a hash when the file did not change while it was read.
+    if let (Some(key), true) = (before, before == file_key(path)) {
+        remember(key, &sha);
+    }
+    Ok(sha)
+}
+
+fn remember(key: FileKey, sha: &str) {
+    if let Ok(mut memo) = HASHED.lock() {
+        memo.push((key, sha.to_string()));
+    }
+}
+
+fn hash_whole(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     for_each_chunk(path, &mut |chunk| {
         h.update(chunk);
         Ok(())
     })?;
-    let sha = hex::encode(h.finalize());
-    // Only remember a hash when the file did not change while it was read.
-    if let (Some(key), true) = (before, before == file_key(path)) {
-        if let Ok(mut memo) = HASHED.lock() {
-            memo.push((key, sha.clone()));
-        }
-    }
-    Ok(sha)
+    Ok(hex::encode(h.finalize()))
 }
 
 fn file_name(p: &Path) -> String {
@@ -326,6 +366,14 @@ mod tests {
         assert_eq!(sha256_file(&src).unwrap(), want);
         // Second call: served from the memo, same answer.
         assert_eq!(sha256_file(&src).unwrap(), want);
+        // A background hash of another file is picked up by the next call.
+        let other = dir.path().join("other");
+        fs::write(&other, b"background").unwrap();
+        sha256_file_background(&other);
+        assert_eq!(
+            sha256_file(&other).unwrap(),
+            hex::encode(Sha256::digest(b"background"))
+        );
         let out = std::process::Command::new("sha256sum")
             .arg(&src)
             .output()

@@ -23,7 +23,7 @@ test: build lint test-unit test-boot
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
-	actionlint .github/workflows/*.yml
+	actionlint .github/workflows/*.yml examples/homelab/.github/workflows/*.yml
 
 test-unit:
 	$(CARGO) test --release --locked
@@ -41,7 +41,7 @@ bench: build
 	bash tests/bench/run.sh
 
 release: build
-	$(BIN) release -o dist/
+	$(BIN) release -o dist/ --split 2G
 
 clean:
 	rm -rf out dist

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -143,14 +143,42 @@ pub fn unpack_to_cache_with(
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating cache directory {}", dir.display()))?;
     let partial = dir.join(format!("{sha}.raw.partial"));
+    // Another nodeforge may be unpacking the same base: an exclusive lock on the partial file
+    // serialises us; the winner's result is then reused.
+    let out = loop {
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&partial)
+            .with_context(|| format!("creating {}", partial.display()))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(io::Error::from)
+            .with_context(|| format!("locking {}", partial.display()))?;
+        let ours = f
+            .metadata()
+            .with_context(|| format!("reading {}", partial.display()))?;
+        let same = std::fs::metadata(&partial)
+            .is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev());
+        if final_path.is_file() {
+            if same {
+                let _ = std::fs::remove_file(&partial);
+            }
+            return Ok(final_path);
+        }
+        if same {
+            break f;
+        }
+        // The file we locked was renamed or removed meanwhile: start over.
+    };
+    out.set_len(0)
+        .with_context(|| format!("truncating {}", partial.display()))?;
+    // Keeps the lock until after a failed run's partial file is removed (drop order).
+    let _lock = out
+        .try_clone()
+        .with_context(|| format!("reading {}", partial.display()))?;
     let guard = RemoveOnDrop(Some(partial.clone()));
-    let out = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
     unpack_into(input, out, &partial, progress)?;
     std::fs::rename(&partial, &final_path)
         .with_context(|| format!("renaming {} to {}", partial.display(), final_path.display()))?;
@@ -373,8 +401,15 @@ fn unpack_into(
                 seen.push(path);
                 continue;
             }
-            copy_stream(&mut entry, &mut writer, &mut report)
+            let want = entry.size();
+            let got = copy_stream(&mut entry, &mut writer, &mut report)
                 .map_err(|e| map_copy_err(e, what, input, partial))?;
+            if got != want {
+                bail!(
+                    "{what} base image {}: disk.raw ends after {got} of {want} bytes (the file is truncated)",
+                    input.display()
+                );
+            }
             writer.finish().map_err(write_err)?;
             return Ok(());
         }
@@ -427,8 +462,8 @@ fn map_copy_err(e: CopyError, what: &str, input: &Path, partial: &Path) -> anyho
 pub enum FsKind {
     /// FAT12/16/32 (`bits`), with the boot-sector volume label (empty for `NO NAME`).
     Fat { bits: u8, label: String },
-    /// ext2/3/4 with its volume label.
-    Ext4 { label: String },
+    /// ext2/3/4 with its volume label and filesystem UUID (lower-case text).
+    Ext4 { label: String, uuid: String },
     /// Anything else (BIOS boot, swap, unformatted...).
     Unknown,
 }
@@ -437,7 +472,9 @@ impl FsKind {
     /// Volume label, if the filesystem has one.
     pub fn label(&self) -> Option<&str> {
         match self {
-            FsKind::Fat { label, .. } | FsKind::Ext4 { label } if !label.is_empty() => Some(label),
+            FsKind::Fat { label, .. } | FsKind::Ext4 { label, .. } if !label.is_empty() => {
+                Some(label)
+            }
             _ => None,
         }
     }
@@ -452,13 +489,23 @@ pub fn probe_fs(file: &File, p: &Partition) -> FsKind {
     if let Some((bits, label)) = fat_label(&sb[..512]) {
         return FsKind::Fat { bits, label };
     }
-    // ext2/3/4 superblock at byte 1024: magic 0xEF53 at 0x38, label at 0x78.
+    // ext2/3/4 superblock at byte 1024: magic 0xEF53 at 0x38, UUID at 0x68, label at 0x78.
     let s = &sb[1024..];
     if s[0x38..0x3A] == [0x53, 0xEF] {
         let label = String::from_utf8_lossy(&s[0x78..0x88])
             .trim_end_matches('\0')
             .to_string();
-        return FsKind::Ext4 { label };
+        let u = &s[0x68..0x78];
+        let h = hex::encode(u);
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        );
+        return FsKind::Ext4 { label, uuid };
     }
     FsKind::Unknown
 }
@@ -488,50 +535,6 @@ fn fat_label(bs: &[u8]) -> Option<(u8, String)> {
         label
     };
     Some((bits, label))
-}
-
-/// A read-only window of a file, for fatfs and ext4-view.
-struct Window<'a> {
-    file: &'a File,
-    start: u64,
-    len: u64,
-    pos: u64,
-}
-
-impl Read for Window<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = (buf.len() as u64).min(self.len.saturating_sub(self.pos)) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..n], self.start + self.pos)?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl Write for Window<'_> {
-    fn write(&mut self, _buf: &[u8]) -> io::Result<usize> {
-        Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            "base image is opened read-only",
-        ))
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for Window<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(o) => Some(o),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
-        Ok(self.pos)
-    }
 }
 
 /// An owned window for ext4-view (which wants `'static` readers).
@@ -566,12 +569,7 @@ pub struct BootFiles {
 
 /// Look for `cmdline.txt`, `config.txt` and `EFI/` in the FAT at partition `p` (fatfs, read-only).
 pub fn boot_files(file: &File, p: &Partition) -> Result<BootFiles> {
-    let w = Window {
-        file,
-        start: p.start,
-        len: p.size,
-        pos: 0,
-    };
+    let w = crate::window::FileWindow::read_only(file, p.start, p.size);
     let fs = fatfs::FileSystem::new(w, fatfs::FsOptions::new())
         .with_context(|| format!("reading the FAT of partition {}", p.number))?;
     let root = fs.root_dir();
@@ -791,7 +789,7 @@ fn unknown_layout_message(
         };
         let f = match k {
             FsKind::Fat { bits, label } => format!("FAT{bits} label {label:?}"),
-            FsKind::Ext4 { label } => format!("ext4 label {label:?}"),
+            FsKind::Ext4 { label, .. } => format!("ext4 label {label:?}"),
             FsKind::Unknown => "unknown filesystem".to_string(),
         };
         let _ = write!(

@@ -31,6 +31,8 @@ enum Cmd {
     Devices(crate::flash::DevicesArgs),
     /// Make a Raspberry Pi 4 bootloader (EEPROM) card, or show an EEPROM's config.
     Eeprom(crate::eeprom::EepromArgs),
+    /// Build the generic images of a cluster as release assets (xz, bmap, manifests, SHA256SUMS, lock).
+    Release(crate::release::ReleaseArgs),
 }
 
 /// Parse the command line and run it.
@@ -46,5 +48,6 @@ pub fn run() -> Result<()> {
         Cmd::Flash(a) => crate::flash::cmd_flash(&a),
         Cmd::Devices(a) => crate::flash::cmd_devices(&a),
         Cmd::Eeprom(a) => crate::eeprom::cmd_eeprom(&a),
+        Cmd::Release(a) => crate::release::cmd_release(&a),
     }
 }

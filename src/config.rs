@@ -390,11 +390,9 @@ impl NodeSpec {
     }
     /// The NIC name used in network-config.
     pub fn interface_name(&self) -> &str {
-        match (&self.interface, self.board) {
-            (Some(i), _) => i,
-            // Pi families name the onboard NIC eth0 (Debian's Pi cmdline sets net.ifnames=0).
-            (None, _) => "eth0",
-        }
+        // Pi families name the onboard NIC eth0 (Debian's Pi cmdline sets net.ifnames=0); x86_64
+        // static nodes must name theirs (validation).
+        self.interface.as_deref().unwrap_or("eth0")
     }
 }
 
@@ -468,6 +466,10 @@ impl Cluster {
     /// The servers.
     pub fn servers(&self) -> impl Iterator<Item = &NodeSpec> {
         self.nodes.iter().filter(|n| n.is_server())
+    }
+    /// Hostnames of all nodes, in file order (for `secrets::ensure`).
+    pub fn hostnames(&self) -> Vec<&str> {
+        self.nodes.iter().map(|n| n.hostname.as_str()).collect()
     }
     /// True when any node is an agent.
     pub fn has_agents(&self) -> bool {
@@ -712,10 +714,14 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
 
     let profiles = ProfileSet::load(user_dir.as_deref())?;
     let mut nodes = Vec::new();
+    let mut lines: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen_first_server = false;
     for rn in raw.nodes {
         let line = Some(line_of(text, rn.hostname.span().start));
         let hostname = rn.hostname.get_ref().clone();
+        if let Some(l) = line {
+            lines.entry(hostname.clone()).or_insert(l);
+        }
         let who = Some(hostname.clone());
         let board = match Board::parse(&rn.board) {
             Some(b) => b,
@@ -815,10 +821,15 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         warnings: Vec::new(),
     };
     issues.extend(validate(&cluster));
+    // Name the line of a single node's entry in messages.
+    let show = |i: &Issue| match i.node.as_deref().and_then(|n| lines.get(n).map(|l| (n, l))) {
+        Some((n, l)) => format!("node {n} (line {l}): {}", i.message),
+        None => i.to_string(),
+    };
     let errors: Vec<String> = issues
         .iter()
         .filter(|i| i.severity == Severity::Error)
-        .map(|i| i.to_string())
+        .map(show)
         .collect();
     if !errors.is_empty() {
         bail!("{origin}:\n  {}", errors.join("\n  "));
@@ -827,7 +838,7 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
     cluster.warnings = issues
         .iter()
         .filter(|i| i.severity == Severity::Warning)
-        .map(|i| i.to_string())
+        .map(show)
         .collect();
     Ok(cluster)
 }
@@ -1131,8 +1142,13 @@ pub fn cmd_check(a: &CheckArgs) -> Result<()> {
         }
     } else {
         println!(
-            "secrets: {} does not exist yet (run `nodeforge init --update`)",
-            spath.display()
+            "secrets: {} does not exist yet (run `nodeforge init{}`)",
+            spath.display(),
+            if cluster.file.is_some() {
+                " --update"
+            } else {
+                ""
+            }
         );
     }
     println!("ok");

@@ -316,6 +316,14 @@ impl FatImage {
         self.cluster_count
     }
 
+    /// Bytes from the volume start to the end of the last used cluster: everything past it is
+    /// free space (files and directories are laid out contiguously from the first cluster), so a
+    /// writer onto a used device must write exactly this prefix, holes included.
+    pub fn used_len(&self) -> u64 {
+        (RESERVED_SECTORS + NUM_FATS * u64::from(self.fat_sectors)) * SECTOR
+            + u64::from(self.used_clusters) * self.cluster_size()
+    }
+
     /// Record the partition's start sector in the BPB "hidden sectors" field (0 by default).
     pub fn set_hidden_sectors(&mut self, start_lba: u32) {
         self.hidden_sectors = start_lba;

@@ -43,6 +43,16 @@ pub struct FlashArgs {
     /// Root holding sys/, proc/self/mountinfo and dev/ (tests).
     #[arg(long, hide = true, default_value = "/")]
     pub sysroot: PathBuf,
+    /// After writing, seed the image for this node (hostname, token, node password, network):
+    /// one generic image serves every node of its role.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Cluster file for `--node` (default `./cluster.toml`).
+    #[arg(short, long)]
+    pub cluster: Option<PathBuf>,
+    /// Secrets file for `--node` (default `nodeforge-secrets.toml` beside the cluster file).
+    #[arg(long)]
+    pub secrets: Option<PathBuf>,
 }
 
 /// Arguments of `nodeforge devices`.
@@ -148,8 +158,36 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
         bmap: a.bmap.clone(),
         progress: true,
     };
+    // Everything --node needs is loaded first: a bad cluster file fails before the stick is written.
+    let seeding = match &a.node {
+        Some(name) => {
+            let path = crate::config::cluster_path(a.cluster.as_deref())
+                .context("--node needs a cluster file (-c cluster.toml)")?;
+            let cluster = crate::config::load_cluster(Some(&path))?;
+            cluster.node(name)?;
+            let spath = a
+                .secrets
+                .clone()
+                .unwrap_or_else(|| cluster.default_secrets_path());
+            let secrets = crate::secrets::Secrets::load(&spath)?;
+            Some((cluster, secrets, name.clone()))
+        }
+        None => None,
+    };
     let report = flash_image(&a.image, target, &opts)?;
     eprintln!("{}", report.summary());
+    if let Some((cluster, secrets, name)) = seeding {
+        let node = cluster.node(&name)?;
+        let epoch = crate::pipeline::source_date_epoch()?;
+        let r = crate::reseed::reseed(target, &cluster, node, &secrets, epoch)
+            .with_context(|| format!("seeding {} for node {name}", target.display()))?;
+        eprintln!(
+            "seeded {} for node {name}: partition(s) {:?} rewritten and verified, instance-id {}",
+            target.display(),
+            r.partitions,
+            r.instance_id
+        );
+    }
     Ok(())
 }
 

@@ -26,8 +26,10 @@ pub struct PartitionReport {
     pub part_type: String,
     pub unique_guid: Option<String>,
     pub name: String,
-    /// FAT volume label, when the partition holds a readable FAT.
-    pub fat_label: Option<String>,
+    /// Filesystem found in the partition (`vfat`, `ext4`), when recognised.
+    pub filesystem: Option<String>,
+    /// Filesystem label (FAT or ext4).
+    pub label: Option<String>,
 }
 
 /// What inspect found in an image.
@@ -96,10 +98,15 @@ pub fn inspect(path: &Path) -> Result<Report> {
         bundle: None,
     };
     for p in &layout.partitions {
-        let mut fat_label = None;
+        let probed = crate::base::probe_fs(&file, p);
+        let filesystem = match &probed {
+            crate::base::FsKind::Fat { .. } => Some("vfat".to_string()),
+            crate::base::FsKind::Ext4 { .. } => Some("ext4".to_string()),
+            _ => None,
+        };
+        let label = probed.label().map(str::to_string);
         if may_be_fat(&p.part_type) {
             if let Ok(vol) = fat::read_fat(&file, p.start, p.size) {
-                fat_label = Some(vol.label.clone());
                 let seeds: Vec<String> = vol
                     .files
                     .iter()
@@ -127,7 +134,8 @@ pub fn inspect(path: &Path) -> Result<Report> {
             part_type: type_string(&p.part_type),
             unique_guid: p.unique_guid.as_ref().map(guid_text),
             name: p.name.clone(),
-            fat_label,
+            filesystem,
+            label,
         });
     }
     match crate::base::open(path, None) {
@@ -164,13 +172,14 @@ pub fn cmd_inspect(a: &InspectArgs) -> Result<()> {
     );
     for p in &r.partitions {
         println!(
-            "{:>3}  {:>12}  {:>12}  {:<38} {:<12} {}",
+            "{:>3}  {:>12}  {:>12}  {:<38} {:<10} {:<6} {}",
             p.number,
             p.start,
             mib(p.size),
             p.part_type,
             p.name,
-            p.fat_label.as_deref().unwrap_or("-")
+            p.filesystem.as_deref().unwrap_or("-"),
+            p.label.as_deref().unwrap_or("-")
         );
         if let Some(g) = &p.unique_guid {
             println!("{:>3}  guid {g}", "");

@@ -4,7 +4,6 @@
 use crate::progress::Progress;
 use anyhow::{Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
@@ -96,7 +95,7 @@ const CHUNK: usize = 4 << 20;
 /// Call `each` with the bytes of `src` in order, in chunks of at most [`CHUNK`].
 /// Holes are passed as zeros from a shared buffer without reading them (a sparse image is
 /// often 40% holes), so hashing and compressing skip that I/O.
-fn for_each_chunk(src: &Path, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_chunk(src: &Path, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
     let f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let len = f
         .metadata()
@@ -191,99 +190,28 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
     Ok(())
 }
 
-/// What identifies a file's content within one run: device, inode, size and mtime.
-type FileKey = (u64, u64, u64, i64, i64);
-
-fn file_key(path: &Path) -> Option<FileKey> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-}
-
-/// Hashes computed in this run, so an image hashed for its manifest is not read again for
-/// `SHA256SUMS` (a full pass over a multi-GiB image). A rename keeps the key.
-static HASHED: std::sync::Mutex<Vec<(FileKey, String)>> = std::sync::Mutex::new(Vec::new());
-
-/// Hashes started by [`sha256_file_background`] and not yet asked for.
-type Pending = (FileKey, std::thread::JoinHandle<Option<String>>);
-static PENDING: std::sync::Mutex<Vec<Pending>> = std::sync::Mutex::new(Vec::new());
-
-/// Start hashing `path` on another thread; a later [`sha256_file`] of the unchanged file takes
-/// that result. A build hashes its image while the block map is computed (two passes over
-/// GiBs, in parallel on two cores).
-pub fn sha256_file_background(path: &Path) {
-    let Some(key) = file_key(path) else {
-        return;
-    };
-    let owned = path.to_path_buf();
-    let handle = std::thread::spawn(move || {
-        let sha = hash_whole(&owned).ok()?;
-        (file_key(&owned) == Some(key)).then_some(sha)
-    });
-    if let Ok(mut p) = PENDING.lock() {
-        p.push((key, handle));
-    }
-}
-
-/// sha256 of a file, lowercase hex (holes hashed as zeros without reading them).
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let before = file_key(path);
-    if let Some(key) = before {
-        if let Ok(memo) = HASHED.lock() {
-            if let Some((_, sha)) = memo.iter().find(|(k, _)| *k == key) {
-                return Ok(sha.clone());
-            }
-        }
-        let pending = PENDING.lock().ok().and_then(|mut p| {
-            let i = p.iter().position(|(k, _)| *k == key)?;
-            Some(p.swap_remove(i).1)
-        });
-        // A failed or outdated background hash falls through to hashing here.
-        if let Some(Ok(Some(sha))) = pending.map(|h| h.join()) {
-            if file_key(path) == before {
-                remember(key, &sha);
-                return Ok(sha);
-            }
-        }
-    }
-    let sha = hash_whole(path)?;
-    // Only remember a hash when the file did not change while it was read.
-    if let (Some(key), true) = (before, before == file_key(path)) {
-        remember(key, &sha);
-    }
-    Ok(sha)
-}
-
-fn remember(key: FileKey, sha: &str) {
-    if let Ok(mut memo) = HASHED.lock() {
-        memo.push((key, sha.to_string()));
-    }
-}
-
-fn hash_whole(path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    for_each_chunk(path, &mut |chunk| {
-        h.update(chunk);
-        Ok(())
-    })?;
-    Ok(hex::encode(h.finalize()))
-}
-
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
-/// Write `SHA256SUMS` in `dir` for `files` (in `sha256sum -c` format, sorted by name).
-pub fn write_sha256sums(dir: &Path, files: &[PathBuf]) -> Result<()> {
-    let mut lines: Vec<String> = Vec::new();
-    for f in files {
-        lines.push(format!("{}  {}", sha256_file(f)?, file_name(f)));
+/// Write `SHA256SUMS` in `dir` for `files` (in `sha256sum -c` format, sorted by name). A file
+/// whose hash the caller already has comes with it, so big images are not read twice.
+pub fn write_sha256sums(dir: &Path, files: &[(PathBuf, Option<String>)]) -> Result<()> {
+    let mut lines: Vec<(String, String)> = Vec::new();
+    for (f, known) in files {
+        let sum = match known {
+            Some(s) => s.clone(),
+            None => crate::fetch::sha256_file(f)?,
+        };
+        lines.push((file_name(f), sum));
     }
-    lines.sort_by(|a, b| a[66..].cmp(&b[66..]));
-    let mut text = lines.join("\n");
-    text.push('\n');
+    lines.sort();
+    let text: String = lines
+        .iter()
+        .map(|(name, sum)| format!("{sum}  {name}\n"))
+        .collect();
     write_atomic(&dir.join("SHA256SUMS"), text.as_bytes())
 }
 
@@ -353,6 +281,8 @@ mod tests {
 
     #[test]
     fn sparse_files_hash_and_compress_like_their_bytes() {
+        use crate::fetch::{sha256_file, sha256_file_background};
+        use sha2::{Digest, Sha256};
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("sparse.img");
         let f = File::create(&src).unwrap();
@@ -364,21 +294,22 @@ mod tests {
         let bytes = fs::read(&src).unwrap();
         let want = hex::encode(Sha256::digest(&bytes));
         assert_eq!(sha256_file(&src).unwrap(), want);
-        // Second call: served from the memo, same answer.
-        assert_eq!(sha256_file(&src).unwrap(), want);
-        // A background hash of another file is picked up by the next call.
-        let other = dir.path().join("other");
-        fs::write(&other, b"background").unwrap();
-        sha256_file_background(&other);
-        assert_eq!(
-            sha256_file(&other).unwrap(),
-            hex::encode(Sha256::digest(b"background"))
-        );
         let out = std::process::Command::new("sha256sum")
             .arg(&src)
             .output()
             .expect("sha256sum (coreutils) is needed");
         assert_eq!(String::from_utf8_lossy(&out.stdout)[..64], want);
+        // A background hash is picked up by the next call; a changed file is hashed again.
+        sha256_file_background(&src);
+        assert_eq!(sha256_file(&src).unwrap(), want);
+        let other = dir.path().join("other");
+        fs::write(&other, b"one").unwrap();
+        sha256_file_background(&other);
+        fs::write(&other, b"two!").unwrap();
+        assert_eq!(
+            sha256_file(&other).unwrap(),
+            hex::encode(Sha256::digest(b"two!"))
+        );
 
         let xz = dir.path().join("sparse.img.xz");
         compress(&src, &xz, Compression::Xz).unwrap();
@@ -389,19 +320,6 @@ mod tests {
             .expect("xz is needed");
         assert!(out.status.success());
         assert_eq!(out.stdout, bytes);
-    }
-
-    #[test]
-    fn rewritten_file_is_hashed_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("f");
-        fs::write(&p, b"one").unwrap();
-        let a = sha256_file(&p).unwrap();
-        fs::remove_file(&p).unwrap();
-        fs::write(&p, b"two!").unwrap();
-        let b = sha256_file(&p).unwrap();
-        assert_ne!(a, b);
-        assert_eq!(b, hex::encode(Sha256::digest(b"two!")));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::fs::File;
-use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
+use std::io::Cursor;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -424,55 +424,6 @@ fn write_mbr(file: &mut File, layout: &DiskLayout, disk_signature: u32) -> Resul
     Ok(())
 }
 
-/// A view of `file` that claims to be exactly `len` bytes long, so gptman places the backup
-/// header at `len` whatever the file's current length.
-struct DiskView<'a> {
-    file: &'a File,
-    len: u64,
-    pos: u64,
-}
-
-impl Read for DiskView<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let avail = self.len.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(avail) as usize;
-        if n == 0 {
-            return Ok(0);
-        }
-        let got = self.file.read_at(&mut buf[..n], self.pos)?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl Write for DiskView<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.pos.saturating_add(buf.len() as u64) > self.len {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "write beyond the end of the disk",
-            ));
-        }
-        self.file.write_all_at(buf, self.pos)?;
-        self.pos += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Seek for DiskView<'_> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        let new = match pos {
-            SeekFrom::Start(o) => Some(o),
-            SeekFrom::End(d) => self.len.checked_add_signed(d),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-        };
-        self.pos = new.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad seek"))?;
-        Ok(self.pos)
-    }
-}
 
 fn write_gpt(
     file: &mut File,
@@ -480,11 +431,9 @@ fn write_gpt(
     disk_guid: [u8; 16],
     disk_size: u64,
 ) -> Result<()> {
-    let mut view = DiskView {
-        file,
-        len: disk_size,
-        pos: 0,
-    };
+    // The window claims to be exactly `disk_size` long, so gptman puts the backup header there
+    // whatever the file's current length.
+    let mut view = crate::window::FileWindow::read_write(file, 0, disk_size);
     let mut gpt = gptman::GPT::new_from(&mut view, SECTOR, disk_guid)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("writing the GPT: new header")?;

@@ -369,7 +369,8 @@ pub fn build(s: &mut Session, a: &BuildArgs) -> Result<Vec<PathBuf>> {
         let path = s
             .cluster_secrets_path(a)
             .context("locating the secrets file")?;
-        Some(secrets::Secrets::load(&path)?)
+        // A build gives new nodes their password (like `init --update`); values are never shown.
+        Some(secrets::ensure(&path, cluster.hostnames())?)
     };
 
     let mut bases: BTreeMap<Board, (Base, ManifestInput)> = BTreeMap::new();
@@ -453,16 +454,16 @@ fn build_one(
         .with_context(|| format!("writing the image of {}", t.name))?;
     let bmap = crate::bmap::generate(partial.path())
         .with_context(|| format!("computing the block map of {}", img.display()))?;
-    let img_sha = output::sha256_file(partial.path())?;
+    let img_sha = fetch::sha256_file(partial.path())?;
     let img = partial.commit()?;
     let bmap_path = dir.join(format!("{}.img.bmap", t.name));
     crate::bmap::write(&bmap, &bmap_path)?;
 
-    let mut files = vec![bmap_path];
+    let mut files = vec![(bmap_path, None)];
     for how in &a.compress {
         let dest = dir.join(format!("{}.img.{}", t.name, how.suffix()));
         output::compress(&img, &dest, *how)?;
-        files.push(dest);
+        files.push((dest, None));
     }
     let manifest = Manifest {
         nodeforge_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -494,11 +495,11 @@ fn build_one(
             partitions: plan.layout.clone(),
         },
     };
-    files.push(output::write_manifest(&dir, &manifest)?);
+    files.push((output::write_manifest(&dir, &manifest)?, None));
     if a.no_raw {
         std::fs::remove_file(&img).with_context(|| format!("removing {}", img.display()))?;
     } else {
-        files.push(img.clone());
+        files.push((img.clone(), Some(manifest.image.sha256.clone())));
     }
     output::write_sha256sums(&dir, &files)?;
     eprintln!("built {}", dir.display());

@@ -267,6 +267,23 @@ mod tests {
     }
 
     #[test]
+    fn ensure_creates_then_adds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(SECRETS_FILE);
+        let a = ensure(&p, ["cp1"]).unwrap();
+        assert!(p.exists());
+        let b = ensure(&p, ["cp1", "w1"]).unwrap();
+        assert_eq!(a.token, b.token);
+        assert_eq!(a.node_passwords["cp1"], b.node_passwords["cp1"]);
+        assert!(Secrets::load(&p).unwrap().node_passwords.contains_key("w1"));
+        assert_eq!(
+            default_path(Some(Path::new("/c/cluster.toml"))),
+            Path::new("/c/nodeforge-secrets.toml")
+        );
+        assert_eq!(default_path(None), Path::new(SECRETS_FILE));
+    }
+
+    #[test]
     fn add_missing_keeps_existing() {
         let mut s = Secrets::generate(["a"]).unwrap();
         let old = s.node_passwords["a"].clone();

@@ -36,7 +36,8 @@ fn raspios_detected() {
     assert_eq!(
         d.fs[d.root],
         FsKind::Ext4 {
-            label: "rootfs".into()
+            label: "rootfs".into(),
+            uuid: "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d".into()
         }
     );
     let os = d.os_release.expect("os-release read from ext4");
@@ -94,6 +95,12 @@ fn debian_generic_detected_and_opened() {
     }
     assert_eq!(b.size, std::fs::metadata(&p).unwrap().len());
     assert!(b.os_release.unwrap().contains("bookworm"));
+    let d = base::detect(&p, None).unwrap();
+    assert!(
+        matches!(&d.fs[d.root], FsKind::Ext4 { uuid, .. } if uuid == "9d2c5b1a-3e4f-4a6b-8c7d-1e2f3a4b5c6d"),
+        "{:?}",
+        d.fs[d.root]
+    );
 }
 
 #[test]
@@ -117,9 +124,13 @@ fn family_override_wins() {
 }
 
 /// A copy of a fixture with the boot FAT's label bytes replaced (FAT32 label at 0x47).
-fn relabelled(family: &str, new: &[u8; 11], name: &str) -> std::path::PathBuf {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let out = dir.join(name);
+fn relabelled(
+    dir: &tempfile::TempDir,
+    family: &str,
+    new: &[u8; 11],
+    name: &str,
+) -> std::path::PathBuf {
+    let out = dir.path().join(name);
     run(
         "cp",
         &[
@@ -138,7 +149,8 @@ fn relabelled(family: &str, new: &[u8; 11], name: &str) -> std::path::PathBuf {
 
 #[test]
 fn fallback_uses_os_release_when_labels_differ() {
-    let p = relabelled("raspios", b"BOOT       ", "raspios-relabelled.img");
+    let dir = tempfile::tempdir().unwrap();
+    let p = relabelled(&dir, "raspios", b"BOOT       ", "raspios-relabelled.img");
     let d = base::detect(&p, None).unwrap();
     assert_eq!(d.fs[d.boot].label(), Some("BOOT"));
     assert_eq!(
@@ -146,7 +158,12 @@ fn fallback_uses_os_release_when_labels_differ() {
         Family::Raspios,
         "rpi-issue in the root says Raspberry Pi OS"
     );
-    let p = relabelled("ubuntu-raspi", b"FIRMWARE   ", "ubuntu-relabelled.img");
+    let p = relabelled(
+        &dir,
+        "ubuntu-raspi",
+        b"FIRMWARE   ",
+        "ubuntu-relabelled.img",
+    );
     assert_eq!(base::detect(&p, None).unwrap().family, Family::UbuntuRaspi);
 }
 

@@ -201,3 +201,41 @@ fn invalid_sha_is_rejected() {
     let cache = tempfile::tempdir().unwrap();
     assert!(unpack_to_cache(&input, "../../etc/passwd", cache.path()).is_err());
 }
+
+#[test]
+fn concurrent_unpacks_share_one_result() {
+    let input = base("debian-raspi", "base.img.gz");
+    let cache = tempfile::tempdir().unwrap();
+    let sha = sha256_file(&input);
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| unpack_to_cache(&input, &sha, cache.path()).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(outs.iter().all(|o| *o == outs[0]));
+    assert_eq!(sha256_file(&outs[0]), sha256_file(&raw("debian-raspi")));
+    let names: Vec<_> = std::fs::read_dir(cache.path().join("raw"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+}
+
+#[test]
+fn truncated_plain_tar_fails_cleanly() {
+    let good = base("raspios", "base.img.xz");
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("disk.tar");
+    let script = format!(
+        "set -e; cp --sparse=always '{r}' '{d}/disk.raw'; tar --sparse --format=gnu -C '{d}' -cf '{t}' disk.raw",
+        r = raw("raspios").display(),
+        d = dir.path().display(),
+        t = tar.display()
+    );
+    run("sh", &["-c", &script]);
+    let f = std::fs::OpenOptions::new().write(true).open(&tar).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len / 2).unwrap();
+    check_bad_then_good(&tar, &good, &["base image", "truncated"]);
+}

@@ -102,14 +102,19 @@ fn unknown_role_and_board() {
 
 #[test]
 fn duplicate_hostnames() {
-    let e = err(&text(
+    let t = text(
         "sqlite",
         &[
             node("cp1", "server", "rpi4", ""),
             node("cp1", "agent", "rpi4", ""),
         ],
-    ));
-    assert_has(&e, &["node cp1", "duplicate hostname"]);
+    );
+    let line = t.lines().position(|l| l == "hostname = \"cp1\"").unwrap() + 1;
+    let e = err(&t);
+    assert_has(
+        &e,
+        &[&format!("node cp1 (line {line})"), "duplicate hostname"],
+    );
 }
 
 #[test]
@@ -459,4 +464,31 @@ fn examples_load() {
             "labels = [\"topology.kubernetes.io/zone=a\", \"node.kubernetes.io/x=y\"]",
         )],
     ));
+}
+
+#[test]
+fn registration_address_and_user_manifests() {
+    let a = "address = \"10.0.0.11/24\"\ngateway = \"10.0.0.1\"";
+    let c = ok(&text("sqlite", &[node("cp1", "server", "rpi4", a)]));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("no server's address")),
+        "{:?}",
+        c.warnings
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("overlays/manifests")).unwrap();
+    std::fs::write(
+        dir.path().join("overlays/manifests/my-app.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n",
+    )
+    .unwrap();
+    let f = dir.path().join("cluster.toml");
+    std::fs::write(&f, text("sqlite", &[node("cp1", "server", "rpi4", "")])).unwrap();
+    let c = load_cluster(Some(&f)).unwrap();
+    assert_eq!(c.user_manifests.len(), 1);
+    let seed = nodeforge::seed::server_manifests(&c).unwrap();
+    assert!(seed.iter().any(|(n, _)| n == "my-app.yaml"));
+    std::fs::write(dir.path().join("overlays/manifests/My_App.yaml"), "x: 1\n").unwrap();
+    let e = format!("{:#}", load_cluster(Some(&f)).unwrap_err());
+    assert!(e.contains("My_App.yaml") && e.contains("RFC 1123"), "{e}");
 }

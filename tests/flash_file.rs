@@ -280,3 +280,66 @@ fn xz_index_size_matches_xz_list() {
     // Not xz at all.
     assert_eq!(nodeforge::flash::xz_uncompressed_size(&img).unwrap(), None);
 }
+
+#[test]
+fn bmap_without_checksums_from_bmaptool() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path());
+    let want = fs::read(&img).unwrap();
+    let o = Command::new("bmaptool")
+        .args(["create", "--no-checksum"])
+        .arg(&img)
+        .output()
+        .expect("bmaptool is required (apt-get install bmap-tools)");
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let parsed = Bmap::parse(&text).unwrap();
+    assert!(parsed.ranges.iter().all(|r| r.sha256.is_empty()));
+    let ours = bmap::generate(&img).unwrap();
+    let strip = |b: &Bmap| {
+        b.ranges
+            .iter()
+            .map(|r| (r.first, r.last))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&parsed), strip(&ours));
+    let side = dir.path().join("node.img.bmap");
+    fs::write(&side, &text).unwrap();
+    let xz = compress(&img, "xz");
+    for src in [&img, &xz] {
+        let out = dir.path().join("out.img");
+        let rep = flash_image(src, &out, &opts()).unwrap();
+        assert_eq!(rep.verified, Some(true));
+        assert!(fs::read(&out).unwrap() == want, "{}", src.display());
+    }
+}
+
+#[test]
+fn stale_bmap_fails_verification_during_flash() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = make_image(dir.path());
+    let mut b = bmap::generate(&img).unwrap();
+    let last = b.ranges.len() - 1;
+    b.ranges[last].sha256 = "0".repeat(64);
+    bmap::write(&b, &dir.path().join("node.img.bmap")).unwrap();
+    let xz = compress(&img, "xz");
+    for src in [&img, &xz] {
+        let out = dir.path().join("out.img");
+        let e = format!("{:#}", flash_image(src, &out, &opts()).unwrap_err());
+        assert!(
+            e.contains("verify failed") && e.contains(&"0".repeat(64)),
+            "{e}"
+        );
+        // With --no-verify the same flash goes through.
+        let rep = flash_image(
+            src,
+            &out,
+            &FlashOptions {
+                verify: false,
+                ..opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(rep.verified, None);
+    }
+}

@@ -170,6 +170,14 @@ fn reads_devices_from_fake_sysfs() {
     assert!(check_device(&sda, Some(1), true).is_err());
     assert!(read_device(t.path(), "sdb1").unwrap().is_partition);
     assert!(read_device(t.path(), "nope").is_err());
+    // btrfs shows an anonymous 0:N device: the mount source still names the disk.
+    mountinfo(
+        t.path(),
+        "41 22 0:33 /@home /home rw shared:5 - btrfs /dev/nvme0n1 rw\n",
+    );
+    let nv = read_device(t.path(), "nvme0n1").unwrap();
+    assert_eq!(nv.mounted, vec!["/home".to_string()]);
+    mountinfo(t.path(), "");
     let listed: Vec<String> = list_disks(t.path())
         .unwrap()
         .into_iter()

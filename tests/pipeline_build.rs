@@ -2,142 +2,12 @@
 //! Bases come from tests/fixtures/mkbase.sh, k3s from a tiny file:// mirror made here.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_nodeforge");
+mod common;
 
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-struct Lab {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-}
-
-impl Lab {
-    /// A cluster dir with a raspios base (`rpi.img.xz`), a debian-generic base (`deb.tar.xz`),
-    /// a k3s mirror, `cluster.toml` with one Pi server and one x86 agent, and secrets.
-    fn new() -> Lab {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let mk = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkbase.sh");
-        for (fam, file) in [("raspios", "rpi.img.xz"), ("debian-generic", "deb.tar.xz")] {
-            let st = Command::new("bash")
-                .arg(mk)
-                .arg(fam)
-                .arg(dir.join(file))
-                .status()
-                .unwrap();
-            assert!(st.success(), "mkbase {fam}");
-        }
-        let m = dir.join("mirror");
-        fs::create_dir(&m).unwrap();
-        fs::write(m.join("k3s"), vec![0x5au8; 300_000]).unwrap();
-        fs::write(m.join("k3s-arm64"), vec![0xa5u8; 300_000]).unwrap();
-        fs::write(m.join("install.sh"), "#!/bin/sh\necho stand-in\n").unwrap();
-        fs::write(
-            m.join("sha256sum-amd64.txt"),
-            format!("{}  k3s\n", sha256(&m.join("k3s"))),
-        )
-        .unwrap();
-        fs::write(
-            m.join("sha256sum-arm64.txt"),
-            format!("{}  k3s-arm64\n", sha256(&m.join("k3s-arm64"))),
-        )
-        .unwrap();
-        let lab = Lab { _tmp: tmp, dir };
-        lab.write_cluster(&sha256(&lab.dir.join("rpi.img.xz")));
-        let out = lab.run(&["init", "--update", "-c", "cluster.toml"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        lab
-    }
-
-    fn write_cluster(&self, rpi_sha: &str) {
-        let text = format!(
-            r#"[cluster]
-name = "lab"
-k3s_version = "v1.33.5+k3s1"
-server = "https://10.0.0.10:6443"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxq me@laptop"]
-[boards.rpi4]
-base = "rpi.img.xz"
-sha256 = "{rpi_sha}"
-[boards.x86_64]
-base = "deb.tar.xz"
-sha256 = "{}"
-[k3s]
-mirror = "file://{}"
-[[nodes]]
-hostname = "cp1"
-role = "server"
-board = "rpi4"
-address = "10.0.0.10/24"
-gateway = "10.0.0.1"
-dns = ["10.0.0.1"]
-[[nodes]]
-hostname = "w1"
-role = "agent"
-board = "x86_64"
-"#,
-            sha256(&self.dir.join("deb.tar.xz")),
-            self.dir.join("mirror").display()
-        );
-        fs::write(self.dir.join("cluster.toml"), text).unwrap();
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(&self.dir)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap()
-    }
-
-    fn build(&self, extra: &[&str]) -> Output {
-        self.build_to("out", extra)
-    }
-
-    fn build_to(&self, out: &str, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "build",
-            "-c",
-            "cluster.toml",
-            "--cache-dir",
-            "cache",
-            "-o",
-            out,
-        ];
-        args.extend_from_slice(extra);
-        self.run(&args)
-    }
-
-    fn secrets(&self) -> Vec<String> {
-        let text = fs::read_to_string(self.dir.join("nodeforge-secrets.toml")).unwrap();
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(_, v)| v.trim().trim_matches('"').to_string())
-            })
-            .filter(|v| v.len() >= 16)
-            .collect()
-    }
-}
+use common::{sha256, Lab};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -329,12 +199,17 @@ fn unknown_layouts_and_bad_paths_are_clear_errors() {
         "not a dir"
     );
 
-    // No secrets file: say how to make one.
+    // No secrets file: the build creates one (mode 0600) and says so, without printing values.
     fs::remove_file(lab.dir.join("nodeforge-secrets.toml")).unwrap();
     fs::remove_file(lab.dir.join("out")).unwrap();
     let o = lab.build(&["cp1"]);
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("nodeforge init"), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let meta = fs::metadata(lab.dir.join("nodeforge-secrets.toml")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    for s in lab.secrets() {
+        assert!(!stderr(&o).contains(&s), "a secret was printed");
+    }
 }
 
 #[test]

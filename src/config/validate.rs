@@ -286,6 +286,18 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
                 ),
             ));
         }
+        if let (Some(_), Board::Rpi4) = (&n.data_disk, n.board) {
+            // FACTS §2: with a second USB disk attached the EEPROM may try the wrong drive first.
+            v.push(Issue::warning(
+                who.clone(),
+                "boots from USB and has a data_disk: the Pi 4 bootloader may try the data disk \
+                 first (set BOOT_ORDER and USB_MSD_DISCOVER_TIMEOUT with `nodeforge eeprom`, or \
+                 plug the boot drive into the port the bootloader scans first). Once booted, \
+                 nodeforge images mount root and boot by PARTUUID or label, so moving device \
+                 names (sda/sdb) cannot swap the root disk; the data disk is formatted only when \
+                 it holds no filesystem",
+            ));
+        }
         if let Some(d) = &n.data_disk {
             if !d.starts_with("/dev/") {
                 v.push(Issue::error(
@@ -360,6 +372,28 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
                     "postgres datastore with a single server: add a second server for HA",
                 ));
             }
+        }
+    }
+
+    // the registration address: an IP that no server has is likely a typo (or a VIP)
+    if let Some(ip) = c.server_host().and_then(|h| h.parse::<Ipv4Addr>().ok()) {
+        let static_servers: Vec<Ipv4Addr> = c.servers().filter_map(|n| n.ip()).collect();
+        if !static_servers.is_empty() && !static_servers.contains(&ip) {
+            v.push(Issue::warning(
+                None,
+                format!(
+                    "`cluster.server` {} is no server's address (fine if it is a VIP or load balancer)",
+                    c.server
+                ),
+            ));
+        }
+    }
+    for (name, _) in &c.user_manifests {
+        let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
+        if stem.split('.').any(|l| !is_rfc1123_label(l)) {
+            v.push(cl(format!(
+                "overlays/manifests/{name}: k3s needs RFC 1123 manifest names (lower-case letters, digits, '-', '.')"
+            )));
         }
     }
 

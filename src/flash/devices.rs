@@ -92,15 +92,37 @@ fn read_trim(p: &Path) -> Option<String> {
     fs::read_to_string(p).ok().map(|s| s.trim().to_string())
 }
 
-/// Mount table entries `(major:minor, mount point)` from `proc/self/mountinfo` under `sysroot`.
-pub fn mountinfo(sysroot: &Path) -> Result<Vec<(String, String)>> {
+/// A mount table entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// `major:minor` of the mounted device (btrfs shows an anonymous `0:N`).
+    pub majmin: String,
+    /// Mount point.
+    pub point: String,
+    /// Mount source, e.g. `/dev/sda2` (may be empty).
+    pub source: String,
+}
+
+/// Mount table entries from `proc/self/mountinfo` under `sysroot`.
+pub fn mountinfo(sysroot: &Path) -> Result<Vec<Mount>> {
     let p = under(sysroot, "/proc/self/mountinfo");
     let text = fs::read_to_string(&p).with_context(|| format!("read {}", p.display()))?;
     let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() >= 5 {
-            out.push((f[2].to_string(), unescape_mount(f[4])));
+            // Optional fields end at "-", then filesystem type and source.
+            let source = f
+                .iter()
+                .position(|x| *x == "-")
+                .and_then(|i| f.get(i + 2))
+                .map(|s| unescape_mount(s))
+                .unwrap_or_default();
+            out.push(Mount {
+                majmin: f[2].to_string(),
+                point: unescape_mount(f[4]),
+                source,
+            });
         }
     }
     Ok(out)
@@ -179,10 +201,11 @@ pub fn read_device(sysroot: &Path, name: &str) -> Result<DeviceInfo> {
     let majmin: HashSet<&str> = parts.iter().map(|(_, d)| d.as_str()).collect();
     let mut mounted = Vec::new();
     let mut holds_root = false;
-    for (mm, mp) in mountinfo(sysroot)? {
-        if majmin.contains(mm.as_str()) {
-            holds_root |= mp == "/";
-            mounted.push(mp);
+    let nodes: HashSet<String> = parts.iter().map(|(n, _)| format!("/dev/{n}")).collect();
+    for m in mountinfo(sysroot)? {
+        if majmin.contains(m.majmin.as_str()) || nodes.contains(&m.source) {
+            holds_root |= m.point == "/";
+            mounted.push(m.point);
         }
     }
     let swap = swaps(sysroot);

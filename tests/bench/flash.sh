@@ -25,6 +25,7 @@ out="$work/out.img"
 # 41 regions of 64 MiB = 2624 MiB (~2.6 GiB). In each, 40 MiB of data (62.5%): one 24 MiB run
 # and 16 runs of 1 MiB separated by 1 MiB holes, like a file system with a few big files and
 # scattered metadata. The data is a 64 MiB random chunk reused, so it is never all-zero.
+echo "flash bench: load average at start: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 echo "flash bench: making a sparse image in $work"
 head -c $((64 << 20)) /dev/urandom > "$work/chunk"
 truncate -s $((41 * 64))M "$img"
@@ -52,7 +53,14 @@ run_once() {
   rm -f "$out"; sync
   local t0 t1
   t0=$(now)
-  "$@" >/dev/null 2>"$work/err" || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -f "%U %S" -o "$work/cpu" "$@" >/dev/null 2>"$work/err" \
+      || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
+    cpu=$(awk '{print $1 + $2}' "$work/cpu")
+  else
+    "$@" >/dev/null 2>"$work/err" || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
+    cpu=0
+  fi
   t1=$(now)
   dt=$(awk "BEGIN{print $t1 - $t0}")
   cmp -s "$img" "$out" || { echo "flash bench: $name output differs from the image" >&2; exit 1; }
@@ -63,11 +71,11 @@ min() { if [ -z "$1" ]; then echo "$2"; else awk "BEGIN{print ($2 < $1) ? $2 : $
 t_nf=""; t_bm=""; t_dd=""
 for round in $(seq 1 "$ROUNDS"); do
   run_once nodeforge "$NODEFORGE" flash "$img" "$out"; t_nf=$(min "$t_nf" "$dt")
-  echo "flash bench: round $round nodeforge $dt s"
+  echo "flash bench: round $round nodeforge $dt s (cpu $cpu s)"
   run_once bmaptool bmaptool copy --bmap "$img.bmap" "$img" "$out"; t_bm=$(min "$t_bm" "$dt")
-  echo "flash bench: round $round bmaptool  $dt s"
+  echo "flash bench: round $round bmaptool  $dt s (cpu $cpu s)"
   run_once dd dd if="$img" of="$out" bs=4M conv=fsync; t_dd=$(min "$t_dd" "$dt")
-  echo "flash bench: round $round dd        $dt s"
+  echo "flash bench: round $round dd        $dt s (cpu $cpu s)"
 done
 rm -f "$out"
 for n in nodeforge:$t_nf bmaptool:$t_bm dd:$t_dd; do
@@ -75,6 +83,7 @@ for n in nodeforge:$t_nf bmaptool:$t_bm dd:$t_dd; do
     "$(awk "BEGIN{print $size / ${n#*:} / 1e6}")"
 done
 
+echo "flash bench: load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 r_bm=$(awk "BEGIN{printf \"%.2f\", $t_nf / $t_bm}")
 r_dd=$(awk "BEGIN{printf \"%.2f\", $t_dd / $t_nf}")
 ok_bm=$(awk "BEGIN{print ($r_bm <= 1.0) ? \"ok\" : \"MISSED\"}")

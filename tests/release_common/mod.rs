@@ -1,0 +1,167 @@
+//! A throwaway homelab for release and rebuild tests: raspios and debian-generic bases from
+//! tests/fixtures/mkbase.sh, a tiny file:// k3s mirror, a cluster file and its secrets.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nodeforge");
+
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum (coreutils)");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub struct Lab {
+    _tmp: tempfile::TempDir,
+    /// Holds cluster.toml, nodeforge-secrets.toml, the bases and the mirror.
+    pub dir: PathBuf,
+}
+
+impl Lab {
+    /// One Pi server `cp1` and one x86 agent `w1`, with fresh secrets from `nodeforge init`.
+    pub fn new() -> Lab {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mk = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mkbase.sh");
+        for (fam, file) in [("raspios", "rpi.img.xz"), ("debian-generic", "deb.tar.xz")] {
+            let st = Command::new("bash")
+                .arg(mk)
+                .arg(fam)
+                .arg(dir.join(file))
+                .output()
+                .unwrap();
+            assert!(st.status.success(), "mkbase {fam}: {}", stderr(&st));
+        }
+        let m = dir.join("mirror");
+        fs::create_dir(&m).unwrap();
+        fs::write(m.join("k3s"), vec![0x5au8; 300_000]).unwrap();
+        fs::write(m.join("k3s-arm64"), vec![0xa5u8; 300_000]).unwrap();
+        fs::write(m.join("install.sh"), "#!/bin/sh\necho stand-in\n").unwrap();
+        fs::write(
+            m.join("sha256sum-amd64.txt"),
+            format!("{}  k3s\n", sha256(&m.join("k3s"))),
+        )
+        .unwrap();
+        fs::write(
+            m.join("sha256sum-arm64.txt"),
+            format!("{}  k3s-arm64\n", sha256(&m.join("k3s-arm64"))),
+        )
+        .unwrap();
+        let text = format!(
+            r#"[cluster]
+name = "lab"
+k3s_version = "v1.33.5+k3s1"
+server = "https://10.0.0.10:6443"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxq me@laptop"]
+[boards.rpi4]
+base = "rpi.img.xz"
+sha256 = "{}"
+[boards.x86_64]
+base = "deb.tar.xz"
+sha256 = "{}"
+[k3s]
+mirror = "file://{}"
+[[nodes]]
+hostname = "cp1"
+role = "server"
+board = "rpi4"
+address = "10.0.0.10/24"
+gateway = "10.0.0.1"
+dns = ["10.0.0.1"]
+[[nodes]]
+hostname = "w1"
+role = "agent"
+board = "x86_64"
+"#,
+            sha256(&dir.join("rpi.img.xz")),
+            sha256(&dir.join("deb.tar.xz")),
+            m.display()
+        );
+        fs::write(dir.join("cluster.toml"), text).unwrap();
+        let lab = Lab { _tmp: tmp, dir };
+        let out = lab.run_in(&lab.dir, &["init", "--update", "-c", "cluster.toml"]);
+        assert!(out.status.success(), "init: {}", stderr(&out));
+        assert!(lab.dir.join("nodeforge-secrets.toml").is_file());
+        lab
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Run nodeforge in `cwd` with SOURCE_DATE_EPOCH unset.
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        fs::create_dir_all(cwd).unwrap();
+        Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap()
+    }
+
+    /// Run nodeforge in the lab directory.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_in(&self.dir, args)
+    }
+
+    /// The token and every node password of the secrets file `file` (relative to the lab).
+    pub fn secrets_in(&self, file: &str) -> Vec<String> {
+        let s = nodeforge::secrets::Secrets::load(&self.path(file)).unwrap();
+        let mut v = vec![s.token.clone()];
+        v.extend(s.node_passwords.values().cloned());
+        assert!(v.len() >= 3, "token and two node passwords");
+        assert!(v.iter().all(|x| x.len() >= 16));
+        v
+    }
+
+    /// The token and every node password of the lab's secrets file.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets_in("nodeforge-secrets.toml")
+    }
+}
+
+/// True when `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The decompressed bytes of an .xz file, via the xz tool (independent of nodeforge's encoder).
+pub fn unxz(path: &Path) -> Vec<u8> {
+    let o = Command::new("xz")
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .expect("xz (xz-utils)");
+    assert!(
+        o.status.success(),
+        "xz -dc {}: {}",
+        path.display(),
+        stderr(&o)
+    );
+    o.stdout
+}
+
+/// Names of the regular files directly in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}

@@ -5,7 +5,8 @@ use crate::progress::Progress;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fs::{self, File};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Compressed forms of the raw image a build can produce.
@@ -88,28 +89,55 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating output directory {}", dir.display()))
 }
 
-/// Copy `src` into `w` in large chunks, reporting progress.
-fn pump(src: &Path, w: &mut dyn Write, step: &str) -> Result<()> {
-    let mut f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
+/// Chunk size for reading images and feeding hashers and encoders.
+const CHUNK: usize = 4 << 20;
+
+/// Call `each` with the bytes of `src` in order, in chunks of at most [`CHUNK`].
+/// Holes are passed as zeros from a shared buffer without reading them (a sparse image is
+/// often 40% holes), so hashing and compressing skip that I/O.
+pub(crate) fn for_each_chunk(src: &Path, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
     let len = f
         .metadata()
         .with_context(|| format!("reading size of {}", src.display()))?
         .len();
-    let progress = Progress::bytes(step, len);
-    let mut buf = vec![0u8; 4 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", src.display()))?;
-        if n == 0 {
-            break;
+    let ranges = crate::sparse::data_ranges(&f, 0, len)
+        .with_context(|| format!("finding the data of {}", src.display()))?;
+    let zeros = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; CHUNK];
+    let zero_run = |mut n: u64, each: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<()> {
+        while n > 0 {
+            let k = n.min(CHUNK as u64) as usize;
+            each(&zeros[..k])?;
+            n -= k as u64;
         }
-        w.write_all(&buf[..n])
-            .with_context(|| format!("{step}: writing"))?;
-        progress.inc(n as u64);
+        Ok(())
+    };
+    let mut pos = 0u64;
+    for (start, n) in ranges {
+        zero_run(start - pos, each)?;
+        let end = start + n;
+        let mut at = start;
+        while at < end {
+            let k = (end - at).min(CHUNK as u64) as usize;
+            f.read_exact_at(&mut buf[..k], at)
+                .with_context(|| format!("reading {} at offset {at}", src.display()))?;
+            each(&buf[..k])?;
+            at += k as u64;
+        }
+        pos = end;
     }
-    progress.finish();
-    Ok(())
+    zero_run(len.saturating_sub(pos), each)
+}
+
+/// Copy `src` into `w` in large chunks, reporting progress on `progress`.
+fn pump(src: &Path, w: &mut dyn Write, step: &str, progress: &Progress) -> Result<()> {
+    for_each_chunk(src, &mut |chunk| {
+        w.write_all(chunk)
+            .with_context(|| format!("{step}: writing"))?;
+        progress.inc(chunk.len() as u64);
+        Ok(())
+    })
 }
 
 /// Compress the raw image `src` into `dest` (atomic).
@@ -119,6 +147,11 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
         .with_context(|| format!("creating {}", partial.path().display()))?;
     let out = BufWriter::with_capacity(1 << 20, out);
     let step = format!("compressing {}", file_name(dest));
+    let len = fs::metadata(src)
+        .with_context(|| format!("reading size of {}", src.display()))?
+        .len();
+    // The step's time (printed by `finish`) covers the encoder's final flush too.
+    let progress = Progress::bytes(&step, len);
     match how {
         Compression::Xz => {
             let threads = std::thread::available_parallelism()
@@ -131,7 +164,7 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
                 .encoder()
                 .context("setting up the xz encoder")?;
             let mut enc = liblzma::write::XzEncoder::new_stream(out, stream);
-            pump(src, &mut enc, &step)?;
+            pump(src, &mut enc, &step, &progress)?;
             let mut out = enc
                 .finish()
                 .with_context(|| format!("finishing {}", partial.path().display()))?;
@@ -144,7 +177,7 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
             let mut enc = flate2::GzBuilder::new()
                 .mtime(0)
                 .write(out, flate2::Compression::new(6));
-            pump(src, &mut enc, &step)?;
+            pump(src, &mut enc, &step, &progress)?;
             let mut out = enc
                 .finish()
                 .with_context(|| format!("finishing {}", partial.path().display()))?;
@@ -152,6 +185,7 @@ pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
                 .with_context(|| format!("writing {}", partial.path().display()))?;
         }
     }
+    progress.finish();
     partial.commit()?;
     Ok(())
 }
@@ -243,6 +277,49 @@ mod tests {
         fs::write(p.path(), b"y").unwrap();
         p.commit().unwrap();
         assert_eq!(fs::read(&dest).unwrap(), b"y");
+    }
+
+    #[test]
+    fn sparse_files_hash_and_compress_like_their_bytes() {
+        use crate::fetch::{sha256_file, sha256_file_background};
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("sparse.img");
+        let f = File::create(&src).unwrap();
+        // Data, a hole of 9 MiB (more than one chunk), data, then a trailing hole.
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(&[7u8; 5000], (9 << 20) + 123).unwrap();
+        f.set_len(13 << 20).unwrap();
+        drop(f);
+        let bytes = fs::read(&src).unwrap();
+        let want = hex::encode(Sha256::digest(&bytes));
+        assert_eq!(sha256_file(&src).unwrap(), want);
+        let out = std::process::Command::new("sha256sum")
+            .arg(&src)
+            .output()
+            .expect("sha256sum (coreutils) is needed");
+        assert_eq!(String::from_utf8_lossy(&out.stdout)[..64], want);
+        // A background hash is picked up by the next call; a changed file is hashed again.
+        sha256_file_background(&src);
+        assert_eq!(sha256_file(&src).unwrap(), want);
+        let other = dir.path().join("other");
+        fs::write(&other, b"one").unwrap();
+        sha256_file_background(&other);
+        fs::write(&other, b"two!").unwrap();
+        assert_eq!(
+            sha256_file(&other).unwrap(),
+            hex::encode(Sha256::digest(b"two!"))
+        );
+
+        let xz = dir.path().join("sparse.img.xz");
+        compress(&src, &xz, Compression::Xz).unwrap();
+        let out = std::process::Command::new("xz")
+            .arg("-dc")
+            .arg(&xz)
+            .output()
+            .expect("xz is needed");
+        assert!(out.status.success());
+        assert_eq!(out.stdout, bytes);
     }
 
     #[test]

@@ -19,8 +19,6 @@ pub const ALIGN: u64 = 4 << 20;
 pub const CIDATA_LABEL: &str = "CIDATA";
 /// Folder on the seed FAT that carries the k3s bundle.
 pub const BUNDLE_DIR: &str = "nodeforge";
-/// GPT type of the CIDATA partition: Microsoft basic data.
-const GPT_BASIC_DATA: &str = "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7";
 /// MBR type of the CIDATA partition: FAT32 LBA.
 const MBR_FAT32_LBA: u8 = 0x0c;
 
@@ -90,12 +88,6 @@ fn derive_guid(identity: &str, purpose: &str) -> [u8; 16] {
     g[7] = (g[7] & 0x0f) | 0x40;
     g[8] = (g[8] & 0x3f) | 0x80;
     g
-}
-
-/// Parse a textual GUID into GPT on-disk byte order.
-fn guid_bytes(text: &str) -> [u8; 16] {
-    let u = uuid::Uuid::parse_str(text).unwrap_or_default();
-    u.to_bytes_le()
 }
 
 /// The base boot files with overrides applied; overrides must name existing files.
@@ -288,7 +280,7 @@ fn cidata_partition(base: &Base, identity: &str, start: u64, size: u64) -> Resul
     let (part_type, unique_guid, name) = match base.layout.table {
         TableKind::Mbr { .. } => (PartType::Mbr(MBR_FAT32_LBA), None, String::new()),
         TableKind::Gpt { .. } => (
-            PartType::Gpt(guid_bytes(GPT_BASIC_DATA)),
+            PartType::Gpt(crate::partition::BASIC_DATA_TYPE),
             Some(derive_guid(identity, "cidata-partition-guid")),
             CIDATA_LABEL.to_string(),
         ),

@@ -52,23 +52,10 @@ pub struct Report {
 
 const SEED_NAMES: [&str; 3] = ["meta-data", "user-data", "network-config"];
 
-/// Partition types that may hold a FAT volume.
-fn may_be_fat(t: &PartType) -> bool {
-    match t {
-        PartType::Mbr(b) => matches!(b, 0x01 | 0x04 | 0x06 | 0x0b | 0x0c | 0x0e | 0xef),
-        PartType::Gpt(_) => true,
-    }
-}
-
-/// GPT GUIDs are stored mixed-endian; this is their usual text form.
-fn guid_text(g: &[u8; 16]) -> String {
-    uuid::Uuid::from_bytes_le(*g).to_string().to_uppercase()
-}
-
 fn type_string(t: &PartType) -> String {
     match t {
         PartType::Mbr(b) => format!("0x{b:02x}"),
-        PartType::Gpt(g) => guid_text(g),
+        PartType::Gpt(g) => partition::guid_string(g),
     }
 }
 
@@ -83,7 +70,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         .with_context(|| format!("reading the partition table of {}", path.display()))?;
     let (table, disk_id) = match &layout.table {
         TableKind::Mbr { disk_signature } => ("mbr".to_string(), format!("0x{disk_signature:08x}")),
-        TableKind::Gpt { disk_guid } => ("gpt".to_string(), guid_text(disk_guid)),
+        TableKind::Gpt { disk_guid } => ("gpt".to_string(), partition::guid_string(disk_guid)),
     };
     let mut report = Report {
         image: path.display().to_string(),
@@ -105,7 +92,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
             _ => None,
         };
         let label = probed.label().map(str::to_string);
-        if may_be_fat(&p.part_type) {
+        if matches!(probed, crate::base::FsKind::Fat { .. }) {
             if let Ok(vol) = fat::read_fat(&file, p.start, p.size) {
                 let seeds: Vec<String> = vol
                     .files
@@ -132,7 +119,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
             start: p.start,
             size: p.size,
             part_type: type_string(&p.part_type),
-            unique_guid: p.unique_guid.as_ref().map(guid_text),
+            unique_guid: p.unique_guid.as_ref().map(partition::guid_string),
             name: p.name.clone(),
             filesystem,
             label,

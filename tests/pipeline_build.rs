@@ -95,6 +95,21 @@ fn builds_outputs_and_keeps_secrets_out_of_them() {
     let token = lab.secrets().into_iter().next().unwrap();
     assert!(img.windows(token.len()).any(|w| w == token.as_bytes()));
 
+    // inspect sees the family, the seed and the bundled k3s.
+    for (node, family, seed_part) in [("cp1", "Raspios", 1), ("w1", "DebianGeneric", 2)] {
+        let o = lab.run(&["inspect", "--json", &format!("out/{node}/{node}.img")]);
+        assert!(o.status.success(), "inspect: {}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["family"], family);
+        assert_eq!(r["seed_partition"], seed_part);
+        assert_eq!(r["bundle"]["k3s_version"], "v1.33.5+k3s1");
+        let seeds = r["seed_files"].to_string();
+        assert!(
+            seeds.contains("user-data") && seeds.contains("meta-data"),
+            "{seeds}"
+        );
+    }
+
     // Offline from the warm cache works; --locked accepts the same inputs.
     let o = lab.build(&["cp1", "--offline", "--locked"]);
     assert!(o.status.success(), "offline locked build: {}", stderr(&o));

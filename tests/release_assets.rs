@@ -1,9 +1,9 @@
 //! `nodeforge release`: the asset set, checksums, splitting with a working JOIN.txt, no
 //! secrets anywhere in the published files, and clean failures.
 
-mod release_common;
+mod common;
 
-use release_common::*;
+use common::*;
 use std::fs;
 use std::process::Command;
 

@@ -2,9 +2,9 @@
 //! working directory, cache directory, output directory and time; other secrets do not.
 //! Also: a node's token sits only inside its image, never in the files published beside it.
 
-mod release_common;
+mod common;
 
-use release_common::*;
+use common::*;
 use std::fs;
 use std::path::Path;
 

@@ -1,5 +1,6 @@
-//! A test cluster: bases from tests/fixtures/mkbase.sh, a tiny file:// k3s mirror, a cluster
-//! file with one Pi server (`cp1`) and one x86 agent (`w1`), and its secrets.
+//! A throwaway homelab for the end-to-end tests: raspios and debian-generic bases from
+//! tests/fixtures/mkbase.sh, a tiny file:// k3s mirror, a cluster file with one Pi server (`cp1`)
+//! and one x86 agent (`w1`), and its secrets.
 #![allow(dead_code)]
 
 use std::fs;
@@ -12,7 +13,8 @@ pub fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum")
         .arg(path)
         .output()
-        .expect("sha256sum");
+        .expect("sha256sum (coreutils)");
+    assert!(out.status.success(), "sha256sum {}", path.display());
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .next()
@@ -20,14 +22,18 @@ pub fn sha256(path: &Path) -> String {
         .to_string()
 }
 
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 pub struct Lab {
     _tmp: tempfile::TempDir,
+    /// Holds cluster.toml, nodeforge-secrets.toml, the bases and the mirror.
     pub dir: PathBuf,
 }
 
 impl Lab {
-    /// A cluster dir with a raspios base (`rpi.img.xz`), a debian-generic base (`deb.tar.xz`),
-    /// a k3s mirror, `cluster.toml` with one Pi server and one x86 agent, and secrets.
+    /// One Pi server `cp1` and one x86 agent `w1`, with fresh secrets from `nodeforge init`.
     pub fn new() -> Lab {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
@@ -37,9 +43,9 @@ impl Lab {
                 .arg(mk)
                 .arg(fam)
                 .arg(dir.join(file))
-                .status()
+                .output()
                 .unwrap();
-            assert!(st.success(), "mkbase {fam}");
+            assert!(st.status.success(), "mkbase {fam}: {}", stderr(&st));
         }
         let m = dir.join("mirror");
         fs::create_dir(&m).unwrap();
@@ -58,15 +64,13 @@ impl Lab {
         .unwrap();
         let lab = Lab { _tmp: tmp, dir };
         lab.write_cluster(&sha256(&lab.dir.join("rpi.img.xz")));
-        let out = lab.run(&["init", "--update", "-c", "cluster.toml"]);
-        assert!(
-            out.status.success(),
-            "init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = lab.run_in(&lab.dir, &["init", "--update", "-c", "cluster.toml"]);
+        assert!(out.status.success(), "init: {}", stderr(&out));
+        assert!(lab.dir.join("nodeforge-secrets.toml").is_file());
         lab
     }
 
+    /// (Re)write `cluster.toml`, pinning the Pi base by `rpi_sha`.
     pub fn write_cluster(&self, rpi_sha: &str) {
         let text = format!(
             r#"[cluster]
@@ -100,19 +104,12 @@ board = "x86_64"
         fs::write(self.dir.join("cluster.toml"), text).unwrap();
     }
 
-    pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .current_dir(&self.dir)
-            .env_remove("SOURCE_DATE_EPOCH")
-            .output()
-            .unwrap()
-    }
-
+    /// `nodeforge build` into `out/` with the lab's cache.
     pub fn build(&self, extra: &[&str]) -> Output {
         self.build_to("out", extra)
     }
 
+    /// `nodeforge build` into `out` with the lab's cache.
     pub fn build_to(&self, out: &str, extra: &[&str]) -> Output {
         let mut args = vec![
             "build",
@@ -127,15 +124,69 @@ board = "x86_64"
         self.run(&args)
     }
 
-    pub fn secrets(&self) -> Vec<String> {
-        let text = fs::read_to_string(self.dir.join("nodeforge-secrets.toml")).unwrap();
-        text.lines()
-            .filter(|l| !l.trim_start().starts_with('#'))
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(_, v)| v.trim().trim_matches('"').to_string())
-            })
-            .filter(|v| v.len() >= 16)
-            .collect()
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
     }
+
+    /// Run nodeforge in `cwd` with SOURCE_DATE_EPOCH unset.
+    pub fn run_in(&self, cwd: &Path, args: &[&str]) -> Output {
+        fs::create_dir_all(cwd).unwrap();
+        Command::new(BIN)
+            .args(args)
+            .current_dir(cwd)
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap()
+    }
+
+    /// Run nodeforge in the lab directory.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_in(&self.dir, args)
+    }
+
+    /// The token and every node password of the secrets file `file` (relative to the lab).
+    pub fn secrets_in(&self, file: &str) -> Vec<String> {
+        let s = nodeforge::secrets::Secrets::load(&self.path(file)).unwrap();
+        let mut v = vec![s.token.clone()];
+        v.extend(s.node_passwords.values().cloned());
+        assert!(v.len() >= 3, "token and two node passwords");
+        assert!(v.iter().all(|x| x.len() >= 16));
+        v
+    }
+
+    /// The token and every node password of the lab's secrets file.
+    pub fn secrets(&self) -> Vec<String> {
+        self.secrets_in("nodeforge-secrets.toml")
+    }
+}
+
+/// True when `needle` occurs in `hay`.
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The decompressed bytes of an .xz file, via the xz tool (independent of nodeforge's encoder).
+pub fn unxz(path: &Path) -> Vec<u8> {
+    let o = Command::new("xz")
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .expect("xz (xz-utils)");
+    assert!(
+        o.status.success(),
+        "xz -dc {}: {}",
+        path.display(),
+        stderr(&o)
+    );
+    o.stdout
+}
+
+/// Names of the regular files directly in `dir`, sorted.
+pub fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }

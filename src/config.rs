@@ -1060,7 +1060,7 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
     std::fs::create_dir_all(&a.dir)
         .with_context(|| format!("cannot create directory {}", a.dir.display()))?;
     let example = parse_cluster(EXAMPLE_CLUSTER, None)?;
-    write_atomic(&cluster_file, EXAMPLE_CLUSTER.as_bytes(), 0o644)?;
+    crate::output::write_atomic(&cluster_file, EXAMPLE_CLUSTER.as_bytes())?;
     let names: Vec<&str> = example.nodes.iter().map(|n| n.hostname.as_str()).collect();
     Secrets::generate(names)?.save(&secrets_file)?;
     println!(
@@ -1071,32 +1071,6 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
         "wrote {} (mode 0600): keep it private and back it up",
         secrets_file.display()
     );
-    Ok(())
-}
-
-/// Write `bytes` to `path` via a temporary file and rename, with `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    use std::io::Write;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".nodeforge.")
-        .tempfile_in(&dir)
-        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .with_context(|| format!("cannot set the mode of a file in {}", dir.display()))?;
-    }
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -1290,17 +1264,17 @@ pub fn cmd_render(a: &RenderArgs) -> Result<()> {
     }
     let mut written = Vec::new();
     for (name, bytes) in &seed.files {
-        write_atomic(&out.join(name), bytes, 0o600)?;
+        crate::output::write_atomic_mode(&out.join(name), bytes, 0o600)?;
         written.push(name.clone());
     }
     if let Some(pi) = &seed.pi {
         let cmd = format!("{}\n", pi.cmdline_add.join(" "));
-        write_atomic(&out.join("cmdline-add.txt"), cmd.as_bytes(), 0o600)?;
+        crate::output::write_atomic_mode(&out.join("cmdline-add.txt"), cmd.as_bytes(), 0o600)?;
         let mut cfg = String::new();
         for (sec, line) in &pi.config {
             cfg.push_str(&format!("[{sec}] {line}\n"));
         }
-        write_atomic(&out.join("config-add.txt"), cfg.as_bytes(), 0o600)?;
+        crate::output::write_atomic_mode(&out.join("config-add.txt"), cfg.as_bytes(), 0o600)?;
         written.push("cmdline-add.txt".into());
         written.push("config-add.txt".into());
     }

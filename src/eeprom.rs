@@ -119,7 +119,7 @@ pub fn cmd_eeprom(a: &EepromArgs) -> Result<()> {
     };
 
     if let Some(path) = &a.eeprom_out {
-        write_atomic(path, &eeprom)?;
+        crate::output::write_atomic(path, &eeprom)?;
         eprintln!("wrote {} (sha256 {sha})", path.display());
     }
     if let (Some(out), Some(recovery)) = (&a.output, recovery) {
@@ -160,17 +160,6 @@ pub fn cmd_eeprom(a: &EepromArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Write `bytes` to `path` through `path.partial` and a rename.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let partial = card::partial_path(path);
-    if let Err(e) = std::fs::write(&partial, bytes) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e).with_context(|| format!("writing {}", partial.display()));
-    }
-    std::fs::rename(&partial, path)
-        .with_context(|| format!("renaming {} to {}", partial.display(), path.display()))
 }
 
 /// The bootconf.txt embedded in the EEPROM image at `path`.

@@ -4,7 +4,6 @@
 //! k3s files that are otherwise trusted on first use (`sha256sum-*.txt`, `install.sh`) are
 //! pinned by it.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -105,20 +104,8 @@ impl Lock {
     /// Write atomically (temporary file in the same directory, then rename).
     pub fn write(&self, path: &Path) -> Result<()> {
         let text = self.to_toml()?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".nodeforge.lock.")
-            .tempfile_in(dir)
-            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-        tmp.write_all(text.as_bytes())
-            .and_then(|()| tmp.as_file().sync_all())
-            .with_context(|| format!("writing {}", tmp.path().display()))?;
-        tmp.persist(path)
-            .with_context(|| format!("renaming the new lock file to {}", path.display()))?;
-        Ok(())
+        crate::output::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing the lock file {}", path.display()))
     }
 
     /// The entry named `name`.

@@ -69,12 +69,32 @@ impl Drop for Partial {
     }
 }
 
-/// Write `bytes` to `dest` atomically.
+/// Write `bytes` to `dest` atomically (mode 0644).
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let partial = Partial::new(dest);
-    fs::write(partial.path(), bytes)
-        .with_context(|| format!("writing {}", partial.path().display()))?;
-    partial.commit()?;
+    write_atomic_mode(dest, bytes, 0o644)
+}
+
+/// Write `bytes` to `dest` atomically with `mode`, set before any byte is written (secrets are
+/// never readable by others, not even for a moment), synced, then renamed into place.
+pub fn write_atomic_mode(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".nodeforge.")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", dest.display()))?;
+    tmp.persist(dest)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming a temporary file to {}", dest.display()))?;
     Ok(())
 }
 

@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// File name of the secrets file, beside the cluster file.
@@ -169,24 +168,8 @@ impl Secrets {
         };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create directory {}", dir.display()))?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".nodeforge-secrets.")
-            .tempfile_in(&dir)
-            .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o600))
-                .with_context(|| format!("cannot set mode 0600 on a file in {}", dir.display()))?;
-        }
-        tmp.write_all(text.as_bytes())
-            .and_then(|_| tmp.as_file().sync_all())
-            .with_context(|| format!("cannot write secrets into {}", dir.display()))?;
-        tmp.persist(path)
-            .map_err(|e| e.error)
-            .with_context(|| format!("cannot write secrets file {}", path.display()))?;
-        Ok(())
+        crate::output::write_atomic_mode(path, text.as_bytes(), 0o600)
+            .with_context(|| format!("cannot write secrets file {}", path.display()))
     }
 }
 

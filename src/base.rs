@@ -1,6 +1,5 @@
 //! Base images: unpack (raw, .xz, .gz, .tar.xz/.tar.gz with disk.raw) into the cache as sparse raw,
 //! read the layout and the boot FAT, and detect the family.
-//! OWNER: disk helper.
 
 use crate::fat::BaseFat;
 use crate::partition::{self, DiskLayout, PartType, Partition, TableKind};

@@ -1,5 +1,4 @@
 //! bmaptool 2.0 block maps: generate from a sparse image, parse for flashing.
-//! OWNER: flash helper.
 //!
 //! The XML is written byte for byte as bmaptool 3.x `BmapCreate` writes it, so `bmaptool copy`
 //! accepts it and a diff against `bmaptool create` output is empty for the same image.

@@ -1,5 +1,4 @@
 //! Raspberry Pi 4 bootloader EEPROM: embed/read bootconf.txt, make a recovery card.
-//! OWNER: eeprom helper.
 //!
 //! `image` is the pure section format, `bootconf` renders the config, `card` writes the SD card
 //! image, `pins` holds the pinned upstream files. This file is the `nodeforge eeprom` command.

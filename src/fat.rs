@@ -1,5 +1,4 @@
 //! FAT32 volumes: read a base's boot FAT (fatfs) and write a fresh, deterministic one.
-//! OWNER: fat helper. Interface below is the contract with `compose`.
 //!
 //! The writer is our own: fatfs 0.3.6 writes long-name entries for `.`/`..`, which fsck.vfat
 //! rejects (rust-fatfs #117). Layout: 32 reserved sectors (boot sector, FSInfo at 1, backup boot

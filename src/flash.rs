@@ -1,5 +1,4 @@
 //! Flash images to block devices or files using their bmap, verified; list removable disks.
-//! OWNER: flash helper.
 //!
 //! Writing runs as a two-stage pipeline (a reader thread that reads or decompresses the image
 //! into 4 MiB buffers, the caller writing them with positional writes), then one fsync, then a

@@ -1,5 +1,4 @@
 //! Filesystem-aware block maps: which bytes of a disk image must be written to a target.
-//! OWNER: fsmap helper.
 //!
 //! Images are sparse: all-zero blocks are holes. A flasher that writes only the data extents
 //! leaves a reused stick's old bytes in every hole, which is only safe where the filesystem

@@ -1,5 +1,4 @@
 //! Partition tables: read and write MBR (mbrman) and GPT (gptman) layouts.
-//! OWNER: disk helper. Interface below is the contract with `compose`/`inspect`.
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;

@@ -1,5 +1,4 @@
 //! Sparse-aware copying: SEEK_DATA/SEEK_HOLE + copy_file_range so holes stay holes.
-//! OWNER: disk helper.
 //!
 //! Note: SEEK_DATA/SEEK_HOLE move the file descriptor's offset; use positional I/O on these files.
 

@@ -49,15 +49,7 @@ fn build(work: &Path, mke2fs_args: &[&str]) -> (std::path::PathBuf, u64) {
         P2.0 / 512,
         P2.1 / 512
     );
-    let sf = work.join("layout.sfdisk");
-    std::fs::write(&sf, script).unwrap();
-    let o = std::process::Command::new("sfdisk")
-        .args(["--no-reread", "--no-tell-kernel", "-q"])
-        .arg(&img)
-        .stdin(File::open(&sf).unwrap())
-        .output()
-        .expect("cannot run sfdisk (install fdisk)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sfdisk(&img, &script, work);
 
     let p1 = work.join("p1.img");
     let _ = std::fs::remove_file(&p1);

@@ -31,15 +31,7 @@ fn build(work: &Path) -> std::path::PathBuf {
     for ((start, size), ty) in PARTS.iter().zip(["c", "83", "83", "1"]) {
         script += &format!("start={}, size={}, type={ty}\n", start / 512, size / 512);
     }
-    let sf = work.join("layout.sfdisk");
-    std::fs::write(&sf, script).unwrap();
-    let o = std::process::Command::new("sfdisk")
-        .args(["--no-reread", "--no-tell-kernel", "-q"])
-        .arg(&img)
-        .stdin(File::open(&sf).unwrap())
-        .output()
-        .expect("cannot run sfdisk (install fdisk)");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    sfdisk(&img, &script, work);
     let kib = |i: usize| (PARTS[i].1 / 1024).to_string();
     let parts: Vec<_> = (0..4).map(|i| work.join(format!("p{i}.img"))).collect();
     run_ok(

@@ -24,19 +24,7 @@ fn build_image(work: &Path) -> std::path::PathBuf {
         start=133124, size=196608, type=83\n\
         start=331776, size=49152, type=83\n\
         start=382976, size=16384, type=1\n";
-    let sf = work.join("layout.sfdisk");
-    std::fs::write(&sf, script).unwrap();
-    let o = std::process::Command::new("sfdisk")
-        .args(["--no-reread", "--no-tell-kernel", "-q"])
-        .arg(&img)
-        .stdin(File::open(&sf).unwrap())
-        .output()
-        .expect("cannot run sfdisk (install fdisk)");
-    assert!(
-        o.status.success(),
-        "sfdisk: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    sfdisk(&img, script, work);
     let s = |x: &Path| x.display().to_string();
 
     let p1 = work.join("p1.img");

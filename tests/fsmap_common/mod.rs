@@ -103,6 +103,19 @@ pub fn mcopy_tree(img: &Path, dir: &Path) {
 }
 
 /// Copy `src` into `img` at byte `offset`.
+/// Write the partition table described by the sfdisk `script` onto `img`.
+pub fn sfdisk(img: &Path, script: &str, work: &Path) {
+    let sf = work.join("layout.sfdisk");
+    std::fs::write(&sf, script).unwrap();
+    let o = Command::new("sfdisk")
+        .args(["--no-reread", "--no-tell-kernel", "-q"])
+        .arg(img)
+        .stdin(std::fs::File::open(&sf).unwrap())
+        .output()
+        .expect("cannot run sfdisk (install fdisk)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 pub fn place(img: &Path, src: &Path, offset: u64) {
     let data = fs::read(src).unwrap();
     let f = fs::OpenOptions::new().write(true).open(img).unwrap();

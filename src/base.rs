@@ -14,7 +14,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-/// The base families nodeforge knows (DESIGN.md).
+/// The base families nodeforge knows (README "How an image is made"; docs/cloud-init.md#where-each-family-looks-for-its-seed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {

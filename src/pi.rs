@@ -1,4 +1,4 @@
-//! Raspberry Pi boot settings: `cmdline.txt` and `config.txt` edits (FACTS.md §1).
+//! Raspberry Pi boot settings: `cmdline.txt` and `config.txt` edits (docs/raspberry-pi-boot.md).
 //!
 //! Both edits are idempotent: running them on their own output changes nothing.
 

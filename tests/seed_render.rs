@@ -1,5 +1,5 @@
 //! Seed rendering: snapshots, `cloud-init schema` for every role × datastore × network, network-config
-//! parsed by cloud-init's own code, k3s keys per FACTS.md §4, determinism and instance-id behaviour.
+//! parsed by cloud-init's own code, k3s keys per docs/k3s.md, determinism and instance-id behaviour.
 
 use nodeforge::base::Family;
 use nodeforge::config::{parse_cluster, Cluster};
@@ -338,7 +338,7 @@ fn k3s_yaml(seed: &Seed) -> BTreeMap<String, serde_json::Value> {
     serde_saphyr::from_str(f["content"].as_str().unwrap()).unwrap()
 }
 
-/// k3s config keys nodeforge may write (FACTS.md §4 + node-name).
+/// k3s config keys nodeforge may write (docs/k3s.md + node-name).
 const K3S_KEYS: &[&str] = &[
     "token",
     "server",

@@ -1,6 +1,6 @@
 #!/bin/sh
 # nodeforge: NVIDIA driver + nvidia-container-toolkit, installed before the k3s agent first starts so
-# k3s finds nvidia-container-runtime in $PATH and registers the `nvidia` runtime (FACTS.md §5).
+# k3s finds nvidia-container-runtime in $PATH and registers the `nvidia` runtime (docs/gpu-and-storage.md).
 set -eu
 export DEBIAN_FRONTEND=noninteractive
 . /etc/os-release

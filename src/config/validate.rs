@@ -287,7 +287,7 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
             ));
         }
         if let (Some(_), Board::Rpi4) = (&n.data_disk, n.board) {
-            // FACTS §2: with a second USB disk attached the EEPROM may try the wrong drive first.
+            // docs/raspberry-pi-eeprom.md#known-traps: with a second USB disk attached the EEPROM may try the wrong drive first.
             v.push(Issue::warning(
                 who.clone(),
                 "boots from USB and has a data_disk: the Pi 4 bootloader may try the data disk \

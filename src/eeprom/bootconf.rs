@@ -20,7 +20,7 @@ pub enum BootOrder {
     Custom(u32),
 }
 
-/// Boot modes a BOOT_ORDER nibble may name (FACTS.md §2, [RPD] eeprom-bootloader.adoc).
+/// Boot modes a BOOT_ORDER nibble may name (docs/raspberry-pi-eeprom.md#boot_order).
 const NIBBLES: &[(u32, &str)] = &[
     (0x1, "SD"),
     (0x2, "network"),
@@ -103,7 +103,7 @@ impl FromStr for BootOrder {
     }
 }
 
-/// Pi 4 bootloader properties nodeforge knows ([RPD] raspberry-pi/eeprom-bootloader.adoc).
+/// Pi 4 bootloader properties nodeforge knows (raspberrypi/documentation raspberry-pi/eeprom-bootloader.adoc).
 pub const KNOWN_KEYS: &[&str] = &[
     "BOOT_LOAD_FLAGS",
     "BOOT_ORDER",

@@ -1,6 +1,6 @@
 //! The Pi 4 (BCM2711) `pieeprom.bin` section format: read and replace the embedded `bootconf.txt`.
 //!
-//! Follows rpi-eeprom-config's `BootloaderImage` (FACTS.md §2): sections from offset 0, each a
+//! Follows rpi-eeprom-config's `BootloaderImage` (docs/raspberry-pi-eeprom.md#bootconftxt-inside-pieeprombin): sections from offset 0, each a
 //! big-endian magic + length; FILE sections hold a 12-byte name, 4 reserved bytes and the data.
 //! Every offset read from the image is bounds-checked: a garbage image is an error, never a panic.
 

@@ -1,4 +1,4 @@
-//! The k3s `config.yaml` of a node (keys per FACTS.md §4).
+//! The k3s `config.yaml` of a node (keys per docs/k3s.md#configuration-file).
 
 use crate::config::{endpoint_with_password, Cluster, Datastore, NodeSpec};
 use crate::secrets::Secrets;

@@ -9,7 +9,7 @@
 # Environment:
 #   NODEFORGE_K3S_MIRROR=DIR|URL   use this k3s mirror (e.g. the real k3s) instead of the stand-in
 #   NODEFORGE_BOOT_COMPOSE=nodeforge|hand   who builds the images (default: nodeforge when its
-#                                  `build` works, else by hand from the fixture like DESIGN.md)
+#                                  `build` works, else by hand from the fixture, see docs/debian-cloud-images.md)
 #   NODEFORGE_BOOT_TIMEOUT=600     seconds per boot
 #   NODEFORGE_BOOT_FIXTURE=FILE    use this base instead of the fixture from tests/fixtures/build.sh
 #   NODEFORGE_BOOT_ONLY=pair|second run only the first (server+agent) or second pair of boots
@@ -219,7 +219,7 @@ EOF
 }
 
 # Hand composition (until nodeforge build lands): the fixture with a CIDATA FAT inserted before
-# root, root's bytes moved and its number, GUIDs and filesystem UUID kept (DESIGN.md).
+# root, root's bytes moved and its number, GUIDs and filesystem UUID kept (docs/debian-cloud-images.md).
 build_hand() { # NODE ROLE OUTDIR -> prints image path
   local node=$1 role=$2 dir=$3
   mkdir -p "$dir"

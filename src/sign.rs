@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 /// (`ssh-keygen -Y sign -n file`).
 pub const NAMESPACE: &str = "file";
 
-/// Read the private key at `path` for signing (OpenSSH format: ed25519, ECDSA P-256/P-384 or
-/// RSA). Errors name the file: unreadable, a public key given by mistake, not a key, or
+/// Read the private key at `path` for signing (OpenSSH format: ed25519 or ECDSA P-256/P-384).
+/// Errors name the file: unreadable, a public key given by mistake, not a key, an RSA key, or
 /// protected by a passphrase (nodeforge signs unattended, so the key must be unencrypted).
 pub fn load_signing_key(path: &Path) -> Result<PrivateKey> {
     let text = std::fs::read_to_string(path)
@@ -40,6 +40,15 @@ pub fn load_signing_key(path: &Path) -> Result<PrivateKey> {
             "the signing key {} is protected by a passphrase: nodeforge signs without asking, \
              so use a key without one (e.g. a dedicated release key from \
              `ssh-keygen -t ed25519 -N '' -f release-key`) and keep it secret",
+            path.display()
+        );
+    }
+    if matches!(key.algorithm(), ssh_key::Algorithm::Rsa { .. }) {
+        // ssh-key 0.6.7 builds the RSA private key from the wrong primes and every RSA signature
+        // fails (RustCrypto/SSH #387, fixed after 0.6.7); RSA signatures still verify.
+        bail!(
+            "{} is an RSA key: nodeforge signs with ed25519 or ECDSA keys \
+             (`ssh-keygen -t ed25519`); RSA signatures made by ssh-keygen still verify",
             path.display()
         );
     }

@@ -344,3 +344,21 @@ fn signed_release_round_trip_tamper_and_flash() {
     assert_eq!(notes.len(), 1, "{}", stderr(&o));
     assert!(notes[0].contains("--allowed-signers"), "{}", notes[0]);
 }
+
+#[test]
+fn homelab_workflow_signs_with_the_repository_secret() {
+    let wf = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/homelab/.github/workflows/release.yml"
+    ))
+    .unwrap();
+    assert!(wf.contains("secrets.NODEFORGE_SIGNING_KEY"), "{wf}");
+    assert!(wf.contains("--sign \"$key\""), "{wf}");
+    assert!(wf.contains("umask 077"), "the key file is private: {wf}");
+    let ignore = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/homelab/.gitignore"
+    ))
+    .unwrap();
+    assert!(ignore.lines().any(|l| l == "release-key"), "{ignore}");
+}

@@ -14,12 +14,12 @@ pub const SUMS_SIG: &str = "SHA256SUMS.sig";
 /// Whom to trust: the options shared by `flash` and `verify`.
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct TrustArgs {
-    /// Check the image's release against this OpenSSH allowed-signers file (`principals
-    /// [namespaces="file"] ssh-ed25519 AAAA…` per line) before writing anything.
+    /// Require SHA256SUMS.sig by a key of this OpenSSH allowed-signers file (`principals
+    /// [namespaces="file"] ssh-ed25519 AAAA…` per line); flash checks before writing anything.
     #[arg(long, value_name = "FILE", conflicts_with = "signer_key")]
     pub allowed_signers: Option<PathBuf>,
-    /// Check the image's release against this one public key (`KEY.pub`, or a line of
-    /// https://github.com/USER.keys) before writing anything.
+    /// Require SHA256SUMS.sig by this public key (`KEY.pub`, or a line of
+    /// https://github.com/USER.keys); flash checks before writing anything.
     #[arg(long, value_name = "KEY.pub")]
     pub signer_key: Option<PathBuf>,
 }

@@ -588,6 +588,17 @@ pub fn boot_files(file: &File, p: &Partition) -> Result<BootFiles> {
 
 /// Read a file from the ext4 filesystem in partition `p` (symlinks followed).
 pub fn read_ext4_file(raw: &Path, p: &Partition, path: &str) -> Result<Vec<u8>> {
+    read_ext4_file_if_exists(raw, p, path)?.with_context(|| {
+        format!(
+            "reading {path} from partition {} in {}: file not found",
+            p.number,
+            raw.display()
+        )
+    })
+}
+
+/// Like [`read_ext4_file`], but `Ok(None)` when `path` does not exist in the filesystem.
+pub fn read_ext4_file_if_exists(raw: &Path, p: &Partition, path: &str) -> Result<Option<Vec<u8>>> {
     let file = File::open(raw).with_context(|| format!("opening {}", raw.display()))?;
     let fs = ext4_view::Ext4::load(Box::new(Ext4Window {
         file,
@@ -602,15 +613,17 @@ pub fn read_ext4_file(raw: &Path, p: &Partition, path: &str) -> Result<Vec<u8>> 
             raw.display()
         )
     })?;
-    fs.read(path)
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| {
+    match fs.read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(ext4_view::Ext4Error::NotFound) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("{e}")).with_context(|| {
             format!(
                 "reading {path} from partition {} in {}",
                 p.number,
                 raw.display()
             )
-        })
+        }),
+    }
 }
 
 /// `/etc/os-release` (or `/usr/lib/os-release`) of the root filesystem.

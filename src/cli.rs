@@ -33,6 +33,8 @@ enum Cmd {
     Eeprom(crate::eeprom::EepromArgs),
     /// Build the generic images of a cluster as release assets (xz, bmap, manifests, SHA256SUMS, lock).
     Release(crate::release::ReleaseArgs),
+    /// Check a downloaded release: the signature of SHA256SUMS and every listed file's sha256.
+    Verify(crate::provenance::VerifyArgs),
 }
 
 /// Parse the command line and run it.
@@ -49,5 +51,6 @@ pub fn run() -> Result<()> {
         Cmd::Devices(a) => crate::flash::cmd_devices(&a),
         Cmd::Eeprom(a) => crate::eeprom::cmd_eeprom(&a),
         Cmd::Release(a) => crate::release::cmd_release(&a),
+        Cmd::Verify(a) => crate::provenance::cmd_verify(&a),
     }
 }

@@ -52,6 +52,8 @@ pub struct FlashArgs {
     /// Secrets file for `--node` (default `nodeforge-secrets.toml` beside the cluster file).
     #[arg(long)]
     pub secrets: Option<PathBuf>,
+    #[command(flatten)]
+    pub trust: crate::provenance::TrustArgs,
 }
 
 /// Arguments of `nodeforge devices`.
@@ -173,6 +175,13 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
         }
         None => None,
     };
+    // Signature and checksum of the image and the bmap flash will follow, before any write.
+    let bmap_used = a.bmap.clone().or_else(|| {
+        bmap_candidates(&a.image, compression_of(&a.image))
+            .into_iter()
+            .find(|p| p.is_file())
+    });
+    crate::provenance::check_before_flash(&a.image, bmap_used.as_deref(), &a.trust)?;
     let report = flash_image(&a.image, target, &opts)?;
     eprintln!("{}", report.summary());
     if let Some((cluster, secrets, name)) = seeding {

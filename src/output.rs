@@ -256,6 +256,8 @@ pub struct Manifest {
     pub k3s_version: String,
     pub generic: bool,
     pub instance_id: Option<String>,
+    /// File name of the image's SPDX 2.3 SBOM beside this manifest (`<name>.spdx.json`).
+    pub sbom: String,
     pub source_date_epoch: i64,
     pub inputs: Vec<ManifestInput>,
     pub image: ManifestImage,

@@ -459,7 +459,14 @@ fn build_one(
     let bmap_path = dir.join(format!("{}.img.bmap", t.name));
     crate::bmap::write(&bmap, &bmap_path)?;
 
-    let mut files = vec![(bmap_path, None)];
+    let sbom_path = dir.join(crate::sbom::file_name(&t.name));
+    let sbom = crate::sbom::image_sbom(
+        cluster, node, &t.name, t.generic, base, base_input, bundle, &img_sha, epoch,
+    )
+    .with_context(|| format!("making the SBOM of {}", t.name))?;
+    output::write_atomic(&sbom_path, &sbom)?;
+
+    let mut files = vec![(bmap_path, None), (sbom_path, None)];
     for how in &a.compress {
         let dest = dir.join(format!("{}.img.{}", t.name, how.suffix()));
         output::compress(&img, &dest, *how)?;
@@ -475,6 +482,7 @@ fn build_one(
         k3s_version: bundle.version.clone(),
         generic: t.generic,
         instance_id: (!t.generic).then(|| seed.instance_id.clone()),
+        sbom: crate::sbom::file_name(&t.name),
         source_date_epoch: epoch,
         inputs: {
             let mut v = vec![base_input.clone()];

@@ -29,6 +29,10 @@ pub struct ReleaseArgs {
     /// Total image size (e.g. `8G`); root grows into the space on first boot.
     #[arg(long, value_parser = pipeline::parse_size)]
     pub size: Option<u64>,
+    /// Sign SHA256SUMS with this OpenSSH private key (no passphrase), writing SHA256SUMS.sig
+    /// (`ssh-keygen -Y sign -n file` format).
+    #[arg(long, value_name = "KEY")]
+    pub sign: Option<PathBuf>,
 }
 
 /// What a release wrote.
@@ -61,6 +65,12 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
     if a.split == Some(0) {
         bail!("--split needs a size above zero");
     }
+    // A bad key fails before minutes of building.
+    let key = a
+        .sign
+        .as_deref()
+        .map(crate::sign::load_signing_key)
+        .transpose()?;
     output::ensure_dir(&a.out)?;
     let mut s = Session::open(&a.common)?;
     // Build in a scratch directory inside the output directory: same file system, so moving
@@ -97,7 +107,7 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .context("image directory without a name")?;
-        for suffix in ["img.xz", "img.bmap"] {
+        for suffix in ["img.xz", "img.bmap", "spdx.json"] {
             let f = format!("{name}.{suffix}");
             moves.push((dir.join(&f), f));
         }
@@ -110,9 +120,19 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
     moves.push((lock_tmp, "nodeforge.lock".to_string()));
 
     // The release manifest: the cluster and every image's manifest, in one file.
+    let signature = key.as_ref().map(|k| {
+        serde_json::json!({
+            "file": crate::provenance::SUMS_SIG,
+            "format": "sshsig",
+            "namespace": crate::sign::NAMESPACE,
+            "key": crate::sign::fingerprint(k.public_key()),
+        })
+    });
     let index = serde_json::json!({
         "nodeforge_version": env!("CARGO_PKG_VERSION"),
         "cluster": s.cluster.name,
+        "checksums": crate::provenance::SUMS,
+        "signature": signature,
         "images": manifests,
     });
     let mut text = serde_json::to_string_pretty(&index).context("serialising manifest.json")?;
@@ -171,8 +191,15 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
         sums_text.push_str(&format!("{h}  {n}\n"));
     }
     let sums_tmp = staging.path().join("SHA256SUMS");
-    fs::write(&sums_tmp, sums_text).with_context(|| format!("writing {}", sums_tmp.display()))?;
+    fs::write(&sums_tmp, &sums_text).with_context(|| format!("writing {}", sums_tmp.display()))?;
     final_moves.push((sums_tmp, "SHA256SUMS".to_string()));
+    if let Some(k) = &key {
+        let sig = crate::sign::sign(k, sums_text.as_bytes())
+            .context("signing SHA256SUMS with the --sign key")?;
+        let p = staging.path().join(crate::provenance::SUMS_SIG);
+        fs::write(&p, sig).with_context(|| format!("writing {}", p.display()))?;
+        final_moves.push((p, crate::provenance::SUMS_SIG.to_string()));
+    }
 
     // Stale outputs of an earlier release would confuse `cat <file>.part-*` or sha256sum -c:
     // remove parts and joined files of the names we publish, and an old JOIN.txt.
@@ -298,13 +325,16 @@ fn join_text(lines: &[String]) -> String {
     t
 }
 
-/// Remove `<name>.part-*` and `<name>` for every published name, and JOIN.txt, from `dir`.
+/// Remove `<name>.part-*` and `<name>` for every published name, JOIN.txt and SHA256SUMS.sig,
+/// from `dir`.
 fn remove_stale(dir: &Path, published: &[String]) -> Result<()> {
     let rd = fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
     for e in rd {
         let e = e.with_context(|| format!("listing {}", dir.display()))?;
         let n = e.file_name().to_string_lossy().into_owned();
+        // An old signature would not match the new SHA256SUMS.
         let stale = n == "JOIN.txt"
+            || n == crate::provenance::SUMS_SIG
             || published.iter().any(|p| {
                 n == *p
                     || n.strip_prefix(p.as_str())

@@ -43,7 +43,7 @@ fn release_publishes_generic_images_and_splits_big_ones() {
         "nodeforge.lock".into(),
     ];
     for n in IMAGES {
-        for s in ["img.xz", "img.bmap", "manifest.json"] {
+        for s in ["img.xz", "img.bmap", "manifest.json", "spdx.json"] {
             want.push(format!("{n}.{s}"));
         }
     }

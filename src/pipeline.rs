@@ -425,7 +425,7 @@ fn build_one(
         node.board.as_str(),
         base.family.name()
     );
-    let seed = seed::render(cluster, node, secrets, base.family)
+    let seed = seed::render(cluster, node, secrets, base.family, epoch)
         .with_context(|| format!("rendering the seed of {}", t.name))?;
     let input = ComposeInput {
         base,

@@ -634,6 +634,17 @@ fn scrubbed_user_data_holds_no_secret_and_keeps_per_boot_settings() {
             );
             assert!(!sc.contains(s.node_passwords[host].as_str()), "{host}");
             assert!(sc.starts_with("#cloud-config\n"), "{sc}");
+            // what `inspect` reports: the kinds, before and after the scrub
+            let mut want = vec!["cluster token", "node password"];
+            if host == "cp1" && ds.starts_with("postgres") {
+                want.insert(1, "datastore password");
+            }
+            assert_eq!(
+                nodeforge::inspect::secrets_in_user_data(&full),
+                want,
+                "{host}"
+            );
+            assert!(nodeforge::inspect::secrets_in_user_data(&sc).is_empty());
             let v: serde_json::Value = serde_saphyr::from_str(&sc).unwrap();
             let f: serde_json::Value = serde_saphyr::from_str(&full).unwrap();
             for key in [
@@ -654,6 +665,7 @@ fn scrubbed_user_data_holds_no_secret_and_keeps_per_boot_settings() {
     let c = cluster("sqlite", false, 1, false);
     let g = text(&render(&c, "cp1", Family::Raspios, false), "user-data");
     assert!(!g.contains("scrub-seed") && !g.contains("user-data.scrubbed"));
+    assert!(nodeforge::inspect::secrets_in_user_data(&g).is_empty());
 }
 
 #[test]

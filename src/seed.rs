@@ -81,8 +81,6 @@ pub const GPU_UNIT: &str = "nodeforge-gpu-setup.service";
 /// Created by the GPU setup when the driver is installed but only a reboot loads it; cloud-init's
 /// `power_state` reboots the first boot only when it exists.
 pub const GPU_REBOOT_FLAG: &str = "/run/nodeforge/gpu-reboot";
-/// Paths of the written files that hold secrets (left out of the scrubbed copy).
-pub const SECRET_FILES: &[&str] = &["/etc/rancher/k3s/config.yaml", "/etc/rancher/node/password"];
 
 /// Add-on manifests shipped in the binary (add-on name, file name, text).
 pub const ADDON_MANIFESTS: &[(&str, &str, &str)] = &[

@@ -786,3 +786,57 @@ fn missing_datastore_password_is_an_error_without_secrets() {
     assert!(m.contains("datastore_password"), "{m}");
     assert!(!m.contains(TOKEN));
 }
+
+/// The systemd units the seed writes (k3s's clock drop-in, the GPU setup unit) pass
+/// `systemd-analyze verify`, next to a k3s unit shaped like the one k3s's install.sh writes.
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let c = cluster("etcd", true, 1, true);
+    let dir = tempfile::tempdir().unwrap();
+    for (host, unit) in [("cp1", "k3s"), ("gpu1", "k3s-agent")] {
+        let ud: serde_json::Value = serde_saphyr::from_str(&text(
+            &render(&c, host, family_for(&c, host), true),
+            "user-data",
+        ))
+        .unwrap();
+        let d = dir.path().join(host);
+        let unit_file = d.join(format!("{unit}.service"));
+        std::fs::create_dir_all(d.join(format!("{unit}.service.d"))).unwrap();
+        std::fs::write(
+            &unit_file,
+            "[Unit]\nDescription=k3s\nWants=network-online.target\nAfter=network-online.target\n\n\
+             [Service]\nType=notify\nKillMode=process\nDelegate=yes\nTimeoutStartSec=0\nRestart=always\n\
+             ExecStart=/bin/true server\n\n[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        let mut units = vec![unit_file];
+        for f in ud["write_files"].as_array().unwrap() {
+            let path = f["path"].as_str().unwrap();
+            let Some(rel) = path.strip_prefix("/etc/systemd/system/") else {
+                continue;
+            };
+            let p = d.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f["content"].as_str().unwrap()).unwrap();
+            if rel.ends_with(".service") {
+                units.push(p);
+            }
+        }
+        assert!(
+            d.join(format!("{unit}.service.d/10-nodeforge-clock.conf"))
+                .is_file(),
+            "{host}: no clock drop-in"
+        );
+        assert_eq!(units.len(), if host == "gpu1" { 2 } else { 1 });
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .args(&units)
+            .output()
+            .expect("cannot run systemd-analyze (the Debian package systemd)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "{host}: {err}"
+        );
+    }
+}

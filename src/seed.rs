@@ -14,14 +14,16 @@
 //!
 //! **First-boot hardening** (every full seed):
 //! - The last first-boot step (`scrub-seed.sh`) replaces the seed's `user-data` with a copy that
-//!   carries no secret (the same cloud-config without the k3s `config.yaml` and the node password,
+//!   carries no secret (the same per-boot settings without `write_files`, which carries the k3s
+//!   `config.yaml` and the node password, and without `runcmd`/`power_state`, which ran once;
 //!   rendered here and written to [`SCRUBBED_USER_DATA`]); `meta-data` stays, so the instance-id
 //!   is unchanged and cloud-init never re-runs its per-instance modules. cloud-init itself keeps
 //!   its copies of user-data root-only (`user-data.txt`, `cloud-config.txt` 0600, `obj.pkl` 0400,
 //!   cloud-init `stages.py`, `handlers/cloud_config.py`).
 //! - k3s's unit gets a drop-in whose `ExecStartPre` (`time-wait.sh`) keeps the clock at or after the
 //!   build time and makes the first start wait, at most [`CLOCK_WAIT_SECONDS`], for a synchronised
-//!   clock; a `bootcmd` applies the same floor early on every boot (apt refuses repositories whose
+//!   clock (not when the kernel took the time from a battery-backed RTC that was not behind the
+//!   build time); a `bootcmd` applies the same floor early on every boot (apt refuses repositories whose
 //!   `Release` file is "not valid yet").
 //! - gpu roles: nouveau blacklisted before the driver, [`GPU_UNIT`] retries the setup every boot
 //!   until it succeeds, and cloud-init reboots once (`power_state`) when the driver waits for it.
@@ -409,8 +411,8 @@ fn metallb_pool(m: &crate::config::MetalLb) -> Result<String> {
 pub fn clock_dropin(epoch: i64) -> String {
     format!(
         "# nodeforge: the clock never runs earlier than the image's build time, and k3s's first start\n\
-         # waits at most {CLOCK_WAIT_SECONDS} s for a synchronised clock, then starts anyway with a warning\n\
-         # (journalctl -u this unit; outcome in /var/lib/nodeforge/time-sync).\n\
+         # waits at most {CLOCK_WAIT_SECONDS} s for a synchronised clock (none when a battery-backed RTC set it),\n\
+         # then starts anyway with a warning (journalctl -u this unit; outcome in /var/lib/nodeforge/time-sync).\n\
          [Service]\n\
          ExecStartPre=/bin/sh {SCRIPT_DIR}/time-wait.sh {epoch} {CLOCK_WAIT_SECONDS}\n"
     )

@@ -339,6 +339,26 @@ fn time_wait_sets_the_floor_and_bounds_the_first_wait() {
         "the clock was set although it is past the floor"
     );
 
+    // A clock set from a battery-backed RTC is trusted without waiting, unless it was behind
+    // the build time (a flat battery): then the wait happens as without an RTC.
+    let rtc = root.join("sys/class/rtc/rtc0");
+    std::fs::create_dir_all(&rtc).unwrap();
+    std::fs::write(rtc.join("hctosys"), "1\n").unwrap();
+    std::fs::remove_file(&state).unwrap();
+    let (o, took) = go("500");
+    assert!(o.status.success());
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("real-time clock"));
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("set from the real-time clock"));
+    std::fs::remove_file(&state).unwrap();
+    let (o, took) = go("5000");
+    assert!(o.status.success());
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING"));
+    std::fs::remove_dir_all(root.join("sys")).unwrap();
+
     // A synchronised clock: the first start goes on at once and says so.
     std::fs::remove_file(&state).unwrap();
     stub(waiter.parent().unwrap(), "systemd-time-wait-sync", "exit 0");

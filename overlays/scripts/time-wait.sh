@@ -4,7 +4,9 @@
 # build time until NTP answers, and certificates made or checked then have a wrong validity window.
 #  1. The clock never runs earlier than EPOCH (the image's build time, SOURCE_DATE_EPOCH).
 #  2. The first start waits until the kernel clock is synchronised, at most SECONDS (default 180);
-#     then k3s starts anyway with a warning in its journal. Later starts do not wait.
+#     then k3s starts anyway with a warning in its journal. Later starts do not wait. A clock the
+#     kernel set at boot from a battery-backed real-time clock (a PC; rtc0's hctosys = 1) is
+#     trusted without waiting, unless it read earlier than EPOCH (a flat battery).
 # The wait uses what the family ships: systemd-time-wait-sync (systemd-timesyncd and any daemon
 # that marks the kernel clock synchronised), else chronyc waitsync, else timedatectl.
 # The outcome is kept in /var/lib/nodeforge/time-sync.
@@ -16,12 +18,19 @@ bound="${2:-180}"
 root="${NODEFORGE_ROOT:-}"
 state="$root/var/lib/nodeforge/time-sync"
 now="$(date +%s)"
+floored=no
 if [ "$now" -lt "$floor" ]; then
+  floored=yes
   echo "nodeforge: the clock ($now) is earlier than the image's build time ($floor): setting it to $floor" >&2
   date -u -s "@$floor" >/dev/null || echo "nodeforge: WARNING: could not set the clock" >&2
 fi
 [ -e "$state" ] && exit 0
 mkdir -p "$(dirname "$state")"
+if [ "$floored" = no ] && [ "$(cat "$root/sys/class/rtc/rtc0/hctosys" 2>/dev/null)" = 1 ]; then
+  echo "nodeforge: the clock was set from the real-time clock at boot; starting k3s without waiting for NTP"
+  echo "set from the real-time clock at boot; no wait" >"$state"
+  exit 0
+fi
 start="$(date +%s)"
 synced=no
 waitsync=""

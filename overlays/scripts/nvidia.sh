@@ -22,7 +22,7 @@ dropin="$root/etc/rancher/k3s/config.yaml.d/50-nodeforge-gpu.yaml"
 blacklist="$root/etc/modprobe.d/nodeforge-blacklist-nouveau.conf"
 kubeconfig="$root/var/lib/rancher/k3s/agent/kubelet.kubeconfig"
 # A repository that cannot be reached fails `apt-get update` (by default it only warns).
-apt="apt-get -o APT::Update::Error-Mode=any -o Acquire::Retries=2 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30"
+apt="apt-get -o APT::Update::Error-Mode=any -o DPkg::Lock::Timeout=300 -o Acquire::Retries=2 -o Acquire::http::Timeout=30 -o Acquire::https::Timeout=30"
 mkdir -p "$statedir" "$root/run/nodeforge"
 step() { echo "nodeforge-gpu: $*"; }
 

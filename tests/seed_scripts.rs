@@ -630,3 +630,70 @@ fn is_root() -> bool {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
+
+/// The boot proof's guest-side secret scan (tests/k3s-mirror/secret-scan.sh) on this machine, in
+/// a private mount namespace whose /etc is a copy holding fake k3s secrets: clean → `ok`; a
+/// world-readable copy of the token and a file readable by group nogroup → one FAIL each; a
+/// root-only copy is not reported. Needs root (or passwordless sudo) for the namespace.
+#[test]
+fn secret_scan_finds_what_nobody_can_read() {
+    let d = tempfile::tempdir().unwrap();
+    let scan = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/k3s-mirror/secret-scan.sh"
+    );
+    let etc = d.path().join("etc");
+    let sh = format!(
+        r#"set -e
+cp -a /etc {etc}
+mkdir -p {etc}/rancher/k3s {etc}/rancher/node
+printf 'token: FAKE-TOKEN-scan-7f3a9c\nnode-name: t\n' >{etc}/rancher/k3s/config.yaml
+printf 'FAKE-NODEPW-scan-55d1' >{etc}/rancher/node/password
+chmod 600 {etc}/rancher/k3s/config.yaml {etc}/rancher/node/password
+mount --bind {etc} /etc
+mount -t tmpfs tmpfs /run
+echo '--- clean'
+sh {scan}
+echo 'leak FAKE-TOKEN-scan-7f3a9c' >/etc/nf-leak-world; chmod 644 /etc/nf-leak-world
+cp /etc/rancher/node/password /run/nf-leak-group; chown root:nogroup /run/nf-leak-group; chmod 640 /run/nf-leak-group
+cp /etc/rancher/node/password /etc/nf-root-only; chmod 600 /etc/nf-root-only
+echo '--- leaks'
+sh {scan}
+"#,
+        etc = etc.display()
+    );
+    let root = is_root();
+    let mut c = if root {
+        Command::new("unshare")
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "unshare"]);
+        c
+    };
+    let o = c
+        .args(["-m", "--propagation", "private", "sh", "-c", &sh])
+        .output()
+        .expect("unshare (util-linux)");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "the scan needs root or passwordless sudo for a mount namespace: {}{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (clean, leaks) = out.split_once("--- leaks").unwrap();
+    assert!(clean.contains("NF-MARK secret-scan ok"), "{out}");
+    assert!(!clean.contains("FAIL"), "{out}");
+    let fails: Vec<&str> = leaks.lines().filter(|l| l.contains("FAIL")).collect();
+    assert_eq!(
+        fails,
+        [
+            "NF-MARK secret-scan FAIL /etc/nf-leak-world",
+            "NF-MARK secret-scan FAIL /run/nf-leak-group"
+        ],
+        "{out}"
+    );
+    assert!(
+        !out.contains("FAKE-TOKEN") && !out.contains("FAKE-NODEPW"),
+        "{out}"
+    );
+}

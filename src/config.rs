@@ -1246,7 +1246,8 @@ pub fn cmd_render(a: &RenderArgs) -> Result<()> {
             .unwrap_or_else(|| cluster.default_secrets_path());
         Some(Secrets::load(&spath)?)
     };
-    let seed = crate::seed::render(&cluster, node, secrets.as_ref(), family)?;
+    let epoch = crate::pipeline::source_date_epoch()?;
+    let seed = crate::seed::render(&cluster, node, secrets.as_ref(), family, epoch)?;
     let out = a
         .out
         .clone()

@@ -48,6 +48,55 @@ pub struct Report {
     pub seed_partition: Option<u32>,
     /// `nodeforge/bundle.json` of the seed FAT, when present.
     pub bundle: Option<serde_json::Value>,
+    /// The kinds of secret the seed's `user-data` carries (`cluster token`, `node password`,
+    /// `datastore password`); empty for a generic image or a seed scrubbed after first boot.
+    /// Never the values.
+    pub secrets: Vec<String>,
+}
+
+/// The kinds of secret a nodeforge `user-data` carries: the k3s `config.yaml` and node password
+/// it writes. Text that is not YAML is searched for the same keys. Never returns values.
+pub fn secrets_in_user_data(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: &str| {
+        if !out.iter().any(|x| x == s) {
+            out.push(s.to_string());
+        }
+    };
+    let Ok(v) = serde_saphyr::from_str::<serde_json::Value>(text) else {
+        if text.contains("token:") {
+            add("cluster token (user-data is not valid YAML)");
+        }
+        return out;
+    };
+    let files = v
+        .get("write_files")
+        .and_then(|w| w.as_array())
+        .cloned()
+        .unwrap_or_default();
+    for f in &files {
+        let path = f.get("path").and_then(|p| p.as_str()).unwrap_or("");
+        let content = f.get("content").and_then(|c| c.as_str()).unwrap_or("");
+        match path {
+            "/etc/rancher/node/password" if !content.trim().is_empty() => add("node password"),
+            p if p.starts_with("/etc/rancher/k3s/config.yaml") => {
+                let k: serde_json::Value = serde_saphyr::from_str(content).unwrap_or_default();
+                if k.get("token").is_some() || k.get("agent-token").is_some() {
+                    add("cluster token");
+                }
+                let ep = k.get("datastore-endpoint").and_then(|e| e.as_str());
+                if ep.is_some_and(|e| {
+                    e.split("://")
+                        .nth(1)
+                        .is_some_and(|r| r.contains(':') && r.contains('@'))
+                }) {
+                    add("datastore password");
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 const SEED_NAMES: [&str; 3] = ["meta-data", "user-data", "network-config"];
@@ -83,6 +132,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         seed_files: Vec::new(),
         seed_partition: None,
         bundle: None,
+        secrets: Vec::new(),
     };
     for p in &layout.partitions {
         let probed = crate::base::probe_fs(&file, p);
@@ -101,6 +151,17 @@ pub fn inspect(path: &Path) -> Result<Report> {
                     .map(|f| f.path.clone())
                     .collect();
                 if !seeds.is_empty() && report.seed_partition.is_none() {
+                    report.secrets = vol
+                        .files
+                        .iter()
+                        .find(|f| f.path.eq_ignore_ascii_case("user-data"))
+                        .and_then(|f| match &f.data {
+                            FileData::Bytes(b) => {
+                                Some(secrets_in_user_data(&String::from_utf8_lossy(b)))
+                            }
+                            FileData::Path(_) => None,
+                        })
+                        .unwrap_or_default();
                     report.seed_files = seeds;
                     report.seed_partition = Some(p.number);
                     report.bundle = vol
@@ -175,6 +236,14 @@ pub fn cmd_inspect(a: &InspectArgs) -> Result<()> {
     match r.seed_partition {
         Some(n) => println!("seed:    partition {n}: {}", r.seed_files.join(", ")),
         None => println!("seed:    none"),
+    }
+    if r.secrets.is_empty() {
+        println!("secrets: none");
+    } else {
+        println!(
+            "secrets: {} (keep this image private; values not shown)",
+            r.secrets.join(", ")
+        );
     }
     if let Some(b) = &r.bundle {
         let v = b.get("k3s_version").and_then(|v| v.as_str()).unwrap_or("?");

@@ -98,6 +98,47 @@ pub fn write_atomic_mode(dest: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Mode of build outputs that hold a node's secrets (its image and compressed images).
+pub const SECRET_FILE_MODE: u32 = 0o600;
+/// Mode of a directory made for such outputs.
+pub const SECRET_DIR_MODE: u32 = 0o700;
+
+/// Create (or truncate) `path` with `mode`, set before any byte is written: a node image holds
+/// its cluster token and node password, so no other user may read it even while it is written.
+pub fn create_with_mode(path: &Path, mode: u32) -> Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // `mode` at creation is masked by the umask and ignored for an existing file: set it outright.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(f)
+}
+
+/// Make sure `dir` exists, is a directory and is private (mode 0700): it holds secret outputs.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    ensure_dir(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(SECRET_DIR_MODE))
+        .with_context(|| format!("setting the mode of output directory {}", dir.display()))
+}
+
+/// Permission bits of `path` (`0o644`, `0o600`…).
+pub fn mode_of(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(fs::metadata(path)
+        .with_context(|| format!("reading the mode of {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o7777)
+}
+
 /// Make sure `dir` exists and is a directory.
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
@@ -160,11 +201,12 @@ fn pump(src: &Path, w: &mut dyn Write, step: &str, progress: &Progress) -> Resul
     })
 }
 
-/// Compress the raw image `src` into `dest` (atomic).
+/// Compress the raw image `src` into `dest` (atomic). `dest` gets the permission bits of `src`
+/// from its creation on: a node image's secrets stay private in its compressed forms, a generic
+/// image's compressed form stays world-readable.
 pub fn compress(src: &Path, dest: &Path, how: Compression) -> Result<()> {
     let partial = Partial::new(dest);
-    let out = File::create(partial.path())
-        .with_context(|| format!("creating {}", partial.path().display()))?;
+    let out = create_with_mode(partial.path(), mode_of(src)? & 0o777)?;
     let out = BufWriter::with_capacity(1 << 20, out);
     let step = format!("compressing {}", file_name(dest));
     let len = fs::metadata(src)

@@ -425,7 +425,7 @@ fn build_one(
         node.board.as_str(),
         base.family.name()
     );
-    let seed = seed::render(cluster, node, secrets, base.family)
+    let seed = seed::render(cluster, node, secrets, base.family, epoch)
         .with_context(|| format!("rendering the seed of {}", t.name))?;
     let input = ComposeInput {
         base,
@@ -447,9 +447,22 @@ fn build_one(
         compose::plan(&input).with_context(|| format!("planning the image of {}", t.name))?;
 
     let dir = a.out.join(&t.name);
-    output::ensure_dir(&dir)?;
+    // A node image holds its cluster token and node password: the image, its compressed forms
+    // and its directory are private; a generic image is meant to be published.
+    let holds_secrets = secrets.is_some();
+    if holds_secrets {
+        output::ensure_private_dir(&dir)?;
+    } else {
+        output::ensure_dir(&dir)?;
+    }
     let img = dir.join(format!("{}.img", t.name));
     let partial = Partial::new(&img);
+    let img_mode = if holds_secrets {
+        output::SECRET_FILE_MODE
+    } else {
+        0o644
+    };
+    drop(output::create_with_mode(partial.path(), img_mode)?);
     compose::write(&plan, &base.raw, partial.path())
         .with_context(|| format!("writing the image of {}", t.name))?;
     let bmap = crate::bmap::generate(partial.path())

@@ -164,7 +164,7 @@ pub fn reseed(
 ) -> Result<Reseeded> {
     let b = base::open(target, None)
         .with_context(|| format!("reading the image on {}", target.display()))?;
-    let node_seed = seed::render(cluster, node, Some(secrets), b.family)
+    let node_seed = seed::render(cluster, node, Some(secrets), b.family, timestamp)
         .with_context(|| format!("rendering the seed of {}", node.hostname))?;
     let file = OpenOptions::new()
         .read(true)

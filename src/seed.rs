@@ -11,6 +11,22 @@
 //! password, no data-disk step and no k3s install step (a server without its token would start a
 //! new cluster). Flash-time seeding replaces all three files with the node's full seed, whose new
 //! instance-id makes cloud-init run its per-instance steps again.
+//!
+//! **First-boot hardening** (every full seed):
+//! - The last first-boot step (`scrub-seed.sh`) replaces the seed's `user-data` with a copy that
+//!   carries no secret (the same per-boot settings without `write_files`, which carries the k3s
+//!   `config.yaml` and the node password, and without `runcmd`/`power_state`, which ran once;
+//!   rendered here and written to [`SCRUBBED_USER_DATA`]); `meta-data` stays, so the instance-id
+//!   is unchanged and cloud-init never re-runs its per-instance modules. cloud-init itself keeps
+//!   its copies of user-data root-only (`user-data.txt`, `cloud-config.txt` 0600, `obj.pkl` 0400,
+//!   cloud-init `stages.py`, `handlers/cloud_config.py`).
+//! - k3s's unit gets a drop-in whose `ExecStartPre` (`time-wait.sh`) keeps the clock at or after the
+//!   build time and makes the first start wait, at most [`CLOCK_WAIT_SECONDS`], for a synchronised
+//!   clock (not when the kernel took the time from a battery-backed RTC that was not behind the
+//!   build time); a `bootcmd` applies the same floor early on every boot (apt refuses repositories whose
+//!   `Release` file is "not valid yet").
+//! - gpu roles: nouveau blacklisted before the driver, [`GPU_UNIT`] retries the setup every boot
+//!   until it succeeds, and cloud-init reboots once (`power_state`) when the driver waits for it.
 
 mod k3s;
 
@@ -47,7 +63,26 @@ pub const SCRIPTS: &[(&str, &str)] = &[
         "pi-boot-persist.sh",
         include_str!("../overlays/scripts/pi-boot-persist.sh"),
     ),
+    (
+        "scrub-seed.sh",
+        include_str!("../overlays/scripts/scrub-seed.sh"),
+    ),
+    (
+        "time-wait.sh",
+        include_str!("../overlays/scripts/time-wait.sh"),
+    ),
 ];
+
+/// Where the secret-free copy of a node's `user-data` is written on the node; `scrub-seed.sh`
+/// puts it in place of the seed's `user-data` after the first boot.
+pub const SCRUBBED_USER_DATA: &str = "/usr/local/lib/nodeforge/user-data.scrubbed";
+/// Seconds the first k3s start waits for a synchronised clock before it starts anyway.
+pub const CLOCK_WAIT_SECONDS: u32 = 180;
+/// The systemd unit that retries a GPU worker's setup on every boot until it succeeds.
+pub const GPU_UNIT: &str = "nodeforge-gpu-setup.service";
+/// Created by the GPU setup when the driver is installed but only a reboot loads it; cloud-init's
+/// `power_state` reboots the first boot only when it exists.
+pub const GPU_REBOOT_FLAG: &str = "/run/nodeforge/gpu-reboot";
 
 /// Add-on manifests shipped in the binary (add-on name, file name, text).
 pub const ADDON_MANIFESTS: &[(&str, &str, &str)] = &[
@@ -157,6 +192,13 @@ struct WriteFile {
     permissions: String,
 }
 
+#[derive(Serialize)]
+struct PowerState {
+    mode: String,
+    message: String,
+    condition: Vec<String>,
+}
+
 impl WriteFile {
     fn new(path: &str, content: String, permissions: &str) -> WriteFile {
         WriteFile {
@@ -180,6 +222,8 @@ struct CloudConfig {
     users: Vec<User>,
     ssh_pwauth: bool,
     disable_root: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    bootcmd: Vec<Vec<String>>,
     growpart: Growpart,
     resize_rootfs: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -190,6 +234,8 @@ struct CloudConfig {
     write_files: Vec<WriteFile>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     runcmd: Vec<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    power_state: Option<PowerState>,
 }
 
 #[derive(Serialize)]
@@ -360,12 +406,48 @@ fn metallb_pool(m: &crate::config::MetalLb) -> Result<String> {
     Ok(format!("{}---\n{}", to_yaml(&pool)?, to_yaml(&l2)?))
 }
 
+/// The systemd drop-in that makes k3s's first start wait for a synchronised clock (see
+/// `time-wait.sh`); `epoch` (Unix seconds) is the earliest time the clock may show.
+pub fn clock_dropin(epoch: i64) -> String {
+    format!(
+        "# nodeforge: the clock never runs earlier than the image's build time, and k3s's first start\n\
+         # waits at most {CLOCK_WAIT_SECONDS} s for a synchronised clock (none when a battery-backed RTC set it),\n\
+         # then starts anyway with a warning (journalctl -u this unit; outcome in /var/lib/nodeforge/time-sync).\n\
+         [Service]\n\
+         ExecStartPre=/bin/sh {SCRIPT_DIR}/time-wait.sh {epoch} {CLOCK_WAIT_SECONDS}\n"
+    )
+}
+
+/// The unit that runs a GPU worker's setup (`nvidia.sh`) at first boot and on every later boot
+/// until it succeeds; bounded so a hung download never holds the boot for long.
+pub fn gpu_unit() -> String {
+    format!(
+        "# nodeforge: GPU setup (NVIDIA driver + container toolkit), retried every boot until it succeeds.\n\
+         # State: systemctl status {GPU_UNIT}, /var/lib/nodeforge/gpu-setup, node label nodeforge.io/gpu-setup.\n\
+         [Unit]\n\
+         Description=nodeforge GPU setup (NVIDIA driver and container toolkit)\n\
+         Wants=network-online.target\n\
+         After=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         TimeoutStartSec=20min\n\
+         ExecStart=/bin/sh {SCRIPT_DIR}/nvidia.sh\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n"
+    )
+}
+
 /// Render the seed of `node`. `secrets = None` renders the generic seed (see the module docs).
+/// `epoch` (Unix seconds, the build's `SOURCE_DATE_EPOCH`) is the floor of the node's clock.
 pub fn render(
     cluster: &Cluster,
     node: &NodeSpec,
     secrets: Option<&Secrets>,
     family: Family,
+    epoch: i64,
 ) -> Result<Seed> {
     let c = cluster;
     let n = node;
@@ -375,6 +457,14 @@ pub fn render(
 
     let mut write_files = Vec::new();
     let mut runcmd: Vec<Vec<String>> = Vec::new();
+
+    // Every boot, before anything else: a clock earlier than the build time (a Pi without NTP yet)
+    // moves forward to it.
+    let bootcmd = vec![cmd(&[
+        "sh",
+        "-c",
+        &format!("[ \"$(date +%s)\" -ge {epoch} ] || date -u -s @{epoch}"),
+    ])];
 
     if let Some(s) = secrets {
         let k3s = k3s_config(c, n, s)?;
@@ -441,11 +531,38 @@ pub fn render(
         runcmd.push(cmd(&["systemctl", "disable", "--now", s]));
     }
     if p.nvidia {
+        // nouveau takes NVIDIA cards on Debian: blacklisted before the driver goes in (the script
+        // rebuilds the initramfs), effective after the one reboot below.
+        write_files.push(WriteFile::new(
+            "/etc/modprobe.d/nodeforge-blacklist-nouveau.conf",
+            "blacklist nouveau\noptions nouveau modeset=0\n".into(),
+            "0644",
+        ));
         write_files.push(script("nvidia.sh")?);
-        runcmd.push(cmd(&["sh", &format!("{SCRIPT_DIR}/nvidia.sh")]));
+        write_files.push(WriteFile::new(
+            &format!("/etc/systemd/system/{GPU_UNIT}"),
+            gpu_unit(),
+            "0644",
+        ));
+        // Through the unit: bounded by its timeout, its outcome in `systemctl status`. A failure
+        // does not stop the steps after it (cloud-init's runcmd goes on), so the node still joins.
+        runcmd.push(cmd(&["systemctl", "daemon-reload"]));
+        runcmd.push(cmd(&["systemctl", "enable", GPU_UNIT]));
+        runcmd.push(cmd(&["systemctl", "start", GPU_UNIT]));
     }
     if full {
-        // Last step: k3s starts only after packages, disks and drivers are in place.
+        // Before the k3s unit exists: its first start waits for the clock.
+        let unit = match n.k3s_role() {
+            crate::config::K3sRole::Server => "k3s",
+            crate::config::K3sRole::Agent => "k3s-agent",
+        };
+        write_files.push(script("time-wait.sh")?);
+        write_files.push(WriteFile::new(
+            &format!("/etc/systemd/system/{unit}.service.d/10-nodeforge-clock.conf"),
+            clock_dropin(epoch),
+            "0644",
+        ));
+        // k3s starts only after packages, disks and drivers are in place.
         write_files.push(script("install-k3s.sh")?);
         runcmd.push(cmd(&[
             "sh",
@@ -453,9 +570,17 @@ pub fn render(
             n.k3s_role().as_str(),
             seed_location(family),
         ]));
+        // Last step: the seed's secrets are on root now; take them off the seed.
+        write_files.push(script("scrub-seed.sh")?);
+        runcmd.push(cmd(&[
+            "sh",
+            &format!("{SCRIPT_DIR}/scrub-seed.sh"),
+            seed_location(family),
+            SCRUBBED_USER_DATA,
+        ]));
     }
 
-    let ud = CloudConfig {
+    let mut ud = CloudConfig {
         hostname: full.then(|| n.hostname.clone()),
         fqdn: match (&c.domain, full) {
             (Some(d), true) => Some(format!("{}.{d}", n.hostname)),
@@ -473,6 +598,7 @@ pub fn render(
         }],
         ssh_pwauth: false,
         disable_root: true,
+        bootcmd,
         growpart: Growpart {
             mode: "auto".into(),
             devices: vec!["/".into()],
@@ -482,7 +608,29 @@ pub fn render(
         packages: p.packages.clone(),
         write_files,
         runcmd,
+        power_state: p.nvidia.then(|| PowerState {
+            mode: "reboot".into(),
+            message: "nodeforge: rebooting once into the NVIDIA driver".into(),
+            condition: cmd(&["test", "-e", GPU_REBOOT_FLAG]),
+        }),
     };
+    if full {
+        // The copy that replaces user-data after the first boot: the per-boot settings, without the
+        // per-instance steps that carry the secrets (write_files) or already ran (runcmd, power_state).
+        let write_files = std::mem::take(&mut ud.write_files);
+        let runcmd = std::mem::take(&mut ud.runcmd);
+        let power_state = ud.power_state.take();
+        let scrubbed = format!(
+            "#cloud-config\n# nodeforge: this node's seed after its first boot, without the cluster token and\n\
+             # node password (root-only files on the node now); write_files and runcmd ran once.\n{}",
+            to_yaml(&ud)?
+        );
+        ud.write_files = write_files;
+        ud.runcmd = runcmd;
+        ud.power_state = power_state;
+        ud.write_files
+            .push(WriteFile::new(SCRUBBED_USER_DATA, scrubbed, "0600"));
+    }
     let user_data = format!("#cloud-config\n{}", to_yaml(&ud)?);
     let net = if full { network_config(c, n)? } else { None };
 

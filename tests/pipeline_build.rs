@@ -115,6 +115,85 @@ fn builds_outputs_and_keeps_secrets_out_of_them() {
     assert!(o.status.success(), "offline locked build: {}", stderr(&o));
 }
 
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn outputs_holding_secrets_are_private_and_generic_ones_are_not() {
+    let lab = Lab::new();
+    let o = lab.build(&["--all", "--compress", "gz", "--compress", "xz"]);
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    for node in ["cp1", "w1"] {
+        let d = lab.dir.join("out").join(node);
+        assert_eq!(mode(&d), 0o700, "out/{node}/");
+        for f in ["img", "img.gz", "img.xz"] {
+            assert_eq!(mode(&d.join(format!("{node}.{f}"))), 0o600, "{node}.{f}");
+        }
+        // What holds no secret keeps the usual mode (readable inside the private directory).
+        for f in [
+            format!("{node}.img.bmap"),
+            "manifest.json".into(),
+            "SHA256SUMS".into(),
+        ] {
+            assert_eq!(mode(&d.join(&f)), 0o644, "{node}/{f}");
+        }
+        // inspect names what the image carries, never the values.
+        let o = lab.run(&["inspect", "--json", &format!("out/{node}/{node}.img")]);
+        assert!(o.status.success(), "inspect: {}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            r["secrets"],
+            serde_json::json!(["cluster token", "node password"]),
+            "{node}"
+        );
+        let o = lab.run(&["inspect", &format!("out/{node}/{node}.img")]);
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            text.contains("secrets: cluster token, node password"),
+            "{text}"
+        );
+        for s in lab.secrets() {
+            assert!(!text.contains(&s), "inspect printed a secret");
+        }
+    }
+    // A directory left world-readable by an older build becomes private; --no-raw too.
+    let d = lab.dir.join("out/cp1");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let o = lab.build(&["cp1", "--compress", "xz", "--no-raw"]);
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    assert_eq!(mode(&d), 0o700);
+    assert_eq!(mode(&d.join("cp1.img.xz")), 0o600);
+
+    // Generic images carry no secret and are meant to be published.
+    let o = lab.build_to("gen", &["--generic", "--compress", "xz"]);
+    assert!(o.status.success(), "generic build: {}", stderr(&o));
+    let gen = lab.dir.join("gen");
+    let mut n = 0;
+    for e in fs::read_dir(&gen).unwrap().flatten() {
+        let dir = e.path();
+        assert_eq!(mode(&dir) & 0o055, 0o055, "{}", dir.display());
+        for f in fs::read_dir(&dir).unwrap().flatten() {
+            assert_eq!(mode(&f.path()), 0o644, "{}", f.path().display());
+            n += 1;
+        }
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let o = lab.run(&["inspect", "--json", &format!("gen/{name}/{name}.img")]);
+        assert!(o.status.success(), "inspect: {}", stderr(&o));
+        let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(r["secrets"], serde_json::json!([]), "{name}");
+    }
+    assert!(n >= 8, "{n} generic outputs");
+}
+
 #[test]
 fn offline_with_a_cold_cache_names_the_missing_input() {
     let lab = Lab::new();

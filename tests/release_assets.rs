@@ -50,6 +50,12 @@ fn release_publishes_generic_images_and_splits_big_ones() {
     want.sort();
     // Exactly the assets: no raw image, no scratch directory, no temporary names.
     assert_eq!(names(&dist), want);
+    // Release assets are meant to be published: world-readable, unlike a node's image.
+    for n in &want {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dist.join(n)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & 0o044, 0o044, "{n} has mode {mode:o}");
+    }
     sha256sum_check(&dist);
     let sums = fs::read_to_string(dist.join("SHA256SUMS")).unwrap();
     assert_eq!(sums.lines().count(), want.len() - 1, "{sums}");

@@ -11,6 +11,8 @@ use std::process::Command;
 
 const TOKEN: &str = "FAKE-TOKEN-5e1f0c2a";
 const DB_PW: &str = "FAKE-DBPW-9b7d";
+/// The build time every test seed is rendered for (2026-01-01T00:00:00Z).
+const EPOCH: i64 = 1_767_225_600;
 
 fn secrets(c: &Cluster) -> Secrets {
     let mut node_passwords = BTreeMap::new();
@@ -95,8 +97,14 @@ fn family_for(c: &Cluster, host: &str) -> Family {
 
 fn render(c: &Cluster, host: &str, family: Family, with_secrets: bool) -> Seed {
     let s = secrets(c);
-    seed::render(c, c.node(host).unwrap(), with_secrets.then_some(&s), family)
-        .unwrap_or_else(|e| panic!("{e:#}"))
+    seed::render(
+        c,
+        c.node(host).unwrap(),
+        with_secrets.then_some(&s),
+        family,
+        EPOCH,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 fn text(seed: &Seed, name: &str) -> String {
@@ -479,9 +487,9 @@ fn user_data_content() {
         .unwrap();
     assert_eq!(pw["content"], "FAKE-NODEPW-cp1");
     assert_eq!(pw["permissions"], "0600");
-    let last = cp1["runcmd"].as_array().unwrap().last().unwrap().clone();
+    let rc = cp1["runcmd"].as_array().unwrap();
     assert_eq!(
-        last,
+        rc[rc.len() - 2],
         serde_json::json!([
             "sh",
             "/usr/local/lib/nodeforge/install-k3s.sh",
@@ -489,13 +497,25 @@ fn user_data_content() {
             "/boot/firmware"
         ])
     );
+    // the last step takes the secrets off the seed
+    assert_eq!(
+        rc[rc.len() - 1],
+        serde_json::json!([
+            "sh",
+            "/usr/local/lib/nodeforge/scrub-seed.sh",
+            "/boot/firmware",
+            "/usr/local/lib/nodeforge/user-data.scrubbed"
+        ])
+    );
     // agents get no manifests; Debian families find the seed on CIDATA
     let w1 = ud("w1", Family::DebianRaspi);
     let s = serde_json::to_string(&w1).unwrap();
     assert!(!s.contains("/server/manifests/"));
-    let last = w1["runcmd"].as_array().unwrap().last().unwrap().clone();
-    assert_eq!(last[2], "agent");
-    assert_eq!(last[3], "LABEL=CIDATA");
+    let rc = w1["runcmd"].as_array().unwrap();
+    let install = &rc[rc.len() - 2];
+    assert_eq!(install[2], "agent");
+    assert_eq!(install[3], "LABEL=CIDATA");
+    assert_eq!(rc[rc.len() - 1][2], "LABEL=CIDATA");
     assert!(s.contains("pi-boot-persist.sh"));
     // storage: packages, iscsid, multipath, data disk before install
     let st = ud("st1", Family::Raspios);
@@ -519,10 +539,133 @@ fn user_data_content() {
     assert!(pos("iscsid") < pos("install-k3s.sh"));
     assert!(pos("multipathd") < pos("install-k3s.sh"));
     assert!(rc[pos("data-disk.sh")].contains("/var/lib/longhorn"));
-    // gpu: NVIDIA before k3s
+    // gpu: NVIDIA (through its unit) before k3s, nouveau blacklisted, one conditional reboot
     let g = ud("gpu1", Family::DebianGeneric);
     let rc = serde_json::to_string(&g["runcmd"]).unwrap();
-    assert!(rc.find("nvidia.sh").unwrap() < rc.find("install-k3s.sh").unwrap());
+    assert!(
+        rc.find("[\"systemctl\",\"start\",\"nodeforge-gpu-setup.service\"]")
+            .unwrap()
+            < rc.find("install-k3s.sh").unwrap(),
+        "{rc}"
+    );
+    assert!(rc
+        .find("\"enable\",\"nodeforge-gpu-setup.service\"")
+        .is_some());
+    let file = |v: &serde_json::Value, path: &str| -> serde_json::Value {
+        v["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("no {path}"))
+            .clone()
+    };
+    let bl = file(&g, "/etc/modprobe.d/nodeforge-blacklist-nouveau.conf");
+    assert!(bl["content"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .any(|l| l == "blacklist nouveau"));
+    let unit = file(&g, "/etc/systemd/system/nodeforge-gpu-setup.service");
+    let unit = unit["content"].as_str().unwrap();
+    assert!(unit.contains("ExecStart=/bin/sh /usr/local/lib/nodeforge/nvidia.sh\n"));
+    assert!(unit.contains("Type=oneshot") && unit.contains("TimeoutStartSec="));
+    assert!(unit.contains("WantedBy=multi-user.target"));
+    assert!(
+        !unit.contains("Before=k3s"),
+        "the GPU setup must never hold the join"
+    );
+    assert_eq!(g["power_state"]["mode"], "reboot");
+    assert_eq!(
+        g["power_state"]["condition"],
+        serde_json::json!(["test", "-e", "/run/nodeforge/gpu-reboot"])
+    );
+    assert!(cp1.get("power_state").is_none() && st.get("power_state").is_none());
+
+    // clock: a floor at the build time on every boot, and k3s's first start waits (bounded)
+    for (v, unit) in [(&cp1, "k3s"), (&w1, "k3s-agent"), (&g, "k3s-agent")] {
+        assert_eq!(
+            v["bootcmd"],
+            serde_json::json!([[
+                "sh",
+                "-c",
+                format!("[ \"$(date +%s)\" -ge {EPOCH} ] || date -u -s @{EPOCH}")
+            ]])
+        );
+        let d = file(
+            v,
+            &format!("/etc/systemd/system/{unit}.service.d/10-nodeforge-clock.conf"),
+        );
+        assert!(d["content"].as_str().unwrap().contains(&format!(
+            "ExecStartPre=/bin/sh /usr/local/lib/nodeforge/time-wait.sh {EPOCH} 180\n"
+        )));
+        file(v, "/usr/local/lib/nodeforge/time-wait.sh");
+    }
+}
+
+/// The secret-free user-data a node puts on its seed after the first boot.
+fn scrubbed(seed: &Seed) -> String {
+    let ud: serde_json::Value = serde_saphyr::from_str(&text(seed, "user-data")).unwrap();
+    let f = ud["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == seed::SCRUBBED_USER_DATA)
+        .expect("scrubbed user-data in write_files")
+        .clone();
+    f["content"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn scrubbed_user_data_holds_no_secret_and_keeps_per_boot_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    for ds in ["etcd", "postgres://k3s@db.lan:5432/k3s"] {
+        let c = cluster(ds, true, 1, true);
+        let s = secrets(&c);
+        for host in ["cp1", "w1", "st1", "gpu1"] {
+            let seed = render(&c, host, family_for(&c, host), true);
+            let full = text(&seed, "user-data");
+            let sc = scrubbed(&seed);
+            assert!(full.contains(TOKEN), "{host}: the full seed has the token");
+            assert!(!sc.contains(TOKEN), "{host}: token in the scrubbed copy");
+            assert!(
+                !sc.contains(DB_PW),
+                "{host}: datastore password in the scrubbed copy"
+            );
+            assert!(!sc.contains(s.node_passwords[host].as_str()), "{host}");
+            assert!(sc.starts_with("#cloud-config\n"), "{sc}");
+            // what `inspect` reports: the kinds, before and after the scrub
+            let mut want = vec!["cluster token", "node password"];
+            if host == "cp1" && ds.starts_with("postgres") {
+                want.insert(1, "datastore password");
+            }
+            assert_eq!(
+                nodeforge::inspect::secrets_in_user_data(&full),
+                want,
+                "{host}"
+            );
+            assert!(nodeforge::inspect::secrets_in_user_data(&sc).is_empty());
+            let v: serde_json::Value = serde_saphyr::from_str(&sc).unwrap();
+            let f: serde_json::Value = serde_saphyr::from_str(&full).unwrap();
+            for key in [
+                "hostname", "fqdn", "bootcmd", "users", "growpart", "timezone",
+            ] {
+                assert_eq!(v[key], f[key], "{host}: {key}");
+            }
+            for gone in ["write_files", "runcmd", "power_state"] {
+                assert!(v.get(gone).is_none(), "{host}: {gone} in the scrubbed copy");
+            }
+            let p = dir.path().join(format!("{host}-{}", ds.len()));
+            std::fs::write(&p, &sc).unwrap();
+            let (ok, msg) = cloud_init_schema(&p);
+            assert!(ok, "{host}: {msg}");
+        }
+    }
+    // the generic seed has nothing to scrub
+    let c = cluster("sqlite", false, 1, false);
+    let g = text(&render(&c, "cp1", Family::Raspios, false), "user-data");
+    assert!(!g.contains("scrub-seed") && !g.contains("user-data.scrubbed"));
+    assert!(nodeforge::inspect::secrets_in_user_data(&g).is_empty());
 }
 
 #[test]
@@ -638,8 +781,62 @@ fn missing_datastore_password_is_an_error_without_secrets() {
     let c = cluster("postgres://k3s@db.lan:5432/k3s", false, 2, false);
     let mut s = secrets(&c);
     s.datastore_password = None;
-    let e = seed::render(&c, c.node("cp1").unwrap(), Some(&s), Family::Raspios).unwrap_err();
+    let e = seed::render(&c, c.node("cp1").unwrap(), Some(&s), Family::Raspios, EPOCH).unwrap_err();
     let m = format!("{e:#}");
     assert!(m.contains("datastore_password"), "{m}");
     assert!(!m.contains(TOKEN));
+}
+
+/// The systemd units the seed writes (k3s's clock drop-in, the GPU setup unit) pass
+/// `systemd-analyze verify`, next to a k3s unit shaped like the one k3s's install.sh writes.
+#[test]
+fn systemd_units_pass_systemd_analyze_verify() {
+    let c = cluster("etcd", true, 1, true);
+    let dir = tempfile::tempdir().unwrap();
+    for (host, unit) in [("cp1", "k3s"), ("gpu1", "k3s-agent")] {
+        let ud: serde_json::Value = serde_saphyr::from_str(&text(
+            &render(&c, host, family_for(&c, host), true),
+            "user-data",
+        ))
+        .unwrap();
+        let d = dir.path().join(host);
+        let unit_file = d.join(format!("{unit}.service"));
+        std::fs::create_dir_all(d.join(format!("{unit}.service.d"))).unwrap();
+        std::fs::write(
+            &unit_file,
+            "[Unit]\nDescription=k3s\nWants=network-online.target\nAfter=network-online.target\n\n\
+             [Service]\nType=notify\nKillMode=process\nDelegate=yes\nTimeoutStartSec=0\nRestart=always\n\
+             ExecStart=/bin/true server\n\n[Install]\nWantedBy=multi-user.target\n",
+        )
+        .unwrap();
+        let mut units = vec![unit_file];
+        for f in ud["write_files"].as_array().unwrap() {
+            let path = f["path"].as_str().unwrap();
+            let Some(rel) = path.strip_prefix("/etc/systemd/system/") else {
+                continue;
+            };
+            let p = d.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, f["content"].as_str().unwrap()).unwrap();
+            if rel.ends_with(".service") {
+                units.push(p);
+            }
+        }
+        assert!(
+            d.join(format!("{unit}.service.d/10-nodeforge-clock.conf"))
+                .is_file(),
+            "{host}: no clock drop-in"
+        );
+        assert_eq!(units.len(), if host == "gpu1" { 2 } else { 1 });
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .args(&units)
+            .output()
+            .expect("cannot run systemd-analyze (the Debian package systemd)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && err.trim().is_empty(),
+            "{host}: {err}"
+        );
+    }
 }

@@ -205,3 +205,495 @@ fn scripts_parse_with_sh_n() {
         );
     }
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// A stub command on `PATH` (a shell script body).
+fn stub(bin: &Path, name: &str, body: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(bin).unwrap();
+    let p = bin.join(name);
+    std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn path_with(bin: &Path) -> String {
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+#[test]
+fn scrub_replaces_user_data_keeps_meta_data_and_needs_the_secrets_on_root() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script(d.path(), "scrub-seed.sh");
+    let root = d.path().join("root");
+    let seed = d.path().join("seedfat");
+    std::fs::create_dir_all(&seed).unwrap();
+    let full =
+        "#cloud-config\nwrite_files:\n- path: /etc/rancher/node/password\n  content: SECRET-PW\n";
+    std::fs::write(seed.join("user-data"), full).unwrap();
+    std::fs::write(seed.join("meta-data"), "instance-id: nodeforge-0123\n").unwrap();
+    let scrubbed = d.path().join("user-data.scrubbed");
+    std::fs::write(&scrubbed, "#cloud-config\nhostname: cp1\n").unwrap();
+    let args = [seed.to_str().unwrap(), scrubbed.to_str().unwrap()];
+
+    // The secrets are not on root yet: the seed keeps them (nothing could bring them back).
+    let o = run(&root, &s, &args);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("keeps its secrets"));
+    assert_eq!(
+        std::fs::read_to_string(seed.join("user-data")).unwrap(),
+        full
+    );
+
+    for (f, c) in [
+        ("etc/rancher/k3s/config.yaml", "token: SECRET-TOKEN\n"),
+        ("etc/rancher/node/password", "SECRET-PW"),
+    ] {
+        std::fs::create_dir_all(root.join(f).parent().unwrap()).unwrap();
+        std::fs::write(root.join(f), c).unwrap();
+    }
+    for _ in 0..2 {
+        let o = run(&root, &s, &args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read(seed.join("user-data")).unwrap(),
+            std::fs::read(&scrubbed).unwrap()
+        );
+        assert_eq!(
+            std::fs::read_to_string(seed.join("meta-data")).unwrap(),
+            "instance-id: nodeforge-0123\n",
+            "the instance-id must not change"
+        );
+        let mut names: Vec<String> = std::fs::read_dir(&seed)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["meta-data", "user-data"]);
+    }
+}
+
+#[test]
+fn time_wait_sets_the_floor_and_bounds_the_first_wait() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script(d.path(), "time-wait.sh");
+    let root = d.path().join("root");
+    let bin = d.path().join("bin");
+    let log = d.path().join("date.log");
+    // `date`: a clock at 1000 s; `date -s` is recorded, never applied to the host.
+    stub(
+        &bin,
+        "date",
+        &format!(
+            "case \"$*\" in *-s*) echo \"$*\" >>{};; *) echo 1000;; esac",
+            log.display()
+        ),
+    );
+    // The family's waiter finds no NTP server: it would wait forever.
+    let waiter = root.join("lib/systemd/systemd-time-wait-sync");
+    stub(
+        waiter.parent().unwrap(),
+        "systemd-time-wait-sync",
+        "sleep 600",
+    );
+    let state = root.join("var/lib/nodeforge/time-sync");
+    let go = |epoch: &str| {
+        let t = std::time::Instant::now();
+        let o = Command::new("sh")
+            .arg(&s)
+            .args([epoch, "2"])
+            .env("NODEFORGE_ROOT", &root)
+            .env("PATH", path_with(&bin))
+            .output()
+            .unwrap();
+        (o, t.elapsed())
+    };
+    let (o, took) = go("5000");
+    assert!(o.status.success(), "k3s must start anyway");
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("WARNING: the clock is not synchronised"),
+        "{err}"
+    );
+    assert!(err.contains("earlier than the image's build time"), "{err}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "-u -s @5000\n");
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("not synchronised"));
+    // Later starts do not wait again; a clock past the floor is left alone.
+    std::fs::remove_file(&log).unwrap();
+    let (o, took) = go("500");
+    assert!(o.status.success());
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    assert!(
+        !log.exists(),
+        "the clock was set although it is past the floor"
+    );
+
+    // A clock set from a battery-backed RTC is trusted without waiting, unless it was behind
+    // the build time (a flat battery): then the wait happens as without an RTC.
+    let rtc = root.join("sys/class/rtc/rtc0");
+    std::fs::create_dir_all(&rtc).unwrap();
+    std::fs::write(rtc.join("hctosys"), "1\n").unwrap();
+    std::fs::remove_file(&state).unwrap();
+    let (o, took) = go("500");
+    assert!(o.status.success());
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("real-time clock"));
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("set from the real-time clock"));
+    std::fs::remove_file(&state).unwrap();
+    let (o, took) = go("5000");
+    assert!(o.status.success());
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING"));
+    std::fs::remove_dir_all(root.join("sys")).unwrap();
+
+    // A synchronised clock: the first start goes on at once and says so.
+    std::fs::remove_file(&state).unwrap();
+    stub(waiter.parent().unwrap(), "systemd-time-wait-sync", "exit 0");
+    let (o, _) = go("500");
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("clock synchronised"));
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("synchronised"));
+}
+
+/// The gpu-worker's real first-boot sequence (write_files + runcmd of its rendered seed) in a
+/// temporary root with the network cut (`unshare -n`): the GPU setup fails and records it, the
+/// k3s install still runs (the join is not blocked), no reboot is asked for, and the seed is
+/// scrubbed at the end.
+#[test]
+fn gpu_first_boot_without_network_records_the_failure_and_still_joins() {
+    use nodeforge::base::Family;
+    let cluster = nodeforge::config::parse_cluster(
+        r#"
+[cluster]
+name = "t"
+k3s_version = "v1.33.5+k3s1"
+server = "https://10.0.0.10:6443"
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly0000000000000000000 me@laptop"]
+[boards.x86_64]
+base = "debian-13-generic-amd64"
+[[nodes]]
+hostname = "cp1"
+role = "server"
+board = "x86_64"
+[[nodes]]
+hostname = "gpu1"
+role = "gpu-worker"
+board = "x86_64"
+"#,
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut pw = std::collections::BTreeMap::new();
+    pw.insert("cp1".to_string(), "FAKE-NODEPW-cp1".to_string());
+    pw.insert("gpu1".to_string(), "FAKE-NODEPW-gpu1".to_string());
+    let secrets = nodeforge::secrets::Secrets {
+        token: "FAKE-TOKEN-gpu".into(),
+        datastore_password: None,
+        node_passwords: pw,
+    };
+    let seed = nodeforge::seed::render(
+        &cluster,
+        cluster.node("gpu1").unwrap(),
+        Some(&secrets),
+        Family::DebianGeneric,
+        1_767_225_600,
+    )
+    .unwrap();
+    let ud: serde_json::Value =
+        serde_saphyr::from_str(std::str::from_utf8(seed.file("user-data").unwrap()).unwrap())
+            .unwrap();
+
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("root");
+    let bin = d.path().join("bin");
+    let log = d.path().join("calls.log");
+    // The seed FAT (a directory here) with the k3s bundle; its install.sh records that it ran.
+    let seedfat = d.path().join("seedfat");
+    std::fs::create_dir_all(seedfat.join("nodeforge")).unwrap();
+    for (n, b) in &seed.files {
+        std::fs::write(seedfat.join(n), b).unwrap();
+    }
+    std::fs::write(seedfat.join("nodeforge/k3s"), b"fake k3s").unwrap();
+    std::fs::write(
+        seedfat.join("nodeforge/install.sh"),
+        format!(
+            "echo \"k3s install $INSTALL_K3S_EXEC\" >>{}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    // write_files, as cloud-init writes them, under the temporary root.
+    for f in ud["write_files"].as_array().unwrap() {
+        let p = root.join(f["path"].as_str().unwrap().trim_start_matches('/'));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, f["content"].as_str().unwrap()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let m = u32::from_str_radix(f["permissions"].as_str().unwrap(), 8).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m)).unwrap();
+    }
+    assert_eq!(mode(&root.join("etc/rancher/k3s/config.yaml")), 0o600);
+    assert_eq!(mode(&root.join("etc/rancher/node/password")), 0o600);
+    // The machine: Debian with an NVIDIA card on its PCI bus.
+    std::fs::create_dir_all(root.join("etc/apt/sources.list.d")).unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_CODENAME=trixie\n",
+    )
+    .unwrap();
+    let dev = root.join("sys/bus/pci/devices/0000:01:00.0");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("vendor"), "0x10de\n").unwrap();
+    std::fs::write(dev.join("class"), "0x030000\n").unwrap();
+    // apt works on its own lists under the root (the host's stay untouched), against the real
+    // Debian mirror, which the cut network cannot reach.
+    let apt = d.path().join("apt");
+    std::fs::create_dir_all(apt.join("lists/partial")).unwrap();
+    std::fs::create_dir_all(apt.join("cache/archives/partial")).unwrap();
+    std::fs::write(
+        root.join("etc/apt/sources.list"),
+        "deb http://deb.debian.org/debian trixie main\n",
+    )
+    .unwrap();
+    std::fs::write(
+        apt.join("apt.conf"),
+        format!(
+            "Dir::Etc::SourceList \"{r}/etc/apt/sources.list\";\nDir::Etc::SourceParts \"{r}/etc/apt/sources.list.d\";\n\
+             Dir::State::Lists \"{a}/lists\";\nDir::Cache \"{a}/cache\";\nDebug::NoLocking \"true\";\n",
+            r = root.display(),
+            a = apt.display()
+        ),
+    )
+    .unwrap();
+    // systemd is not running here: `systemctl start` runs the unit's ExecStart under the root.
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/nodeforge-gpu-setup.service"))
+        .unwrap();
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .unwrap()
+        .replace(
+            "/usr/local/lib/",
+            &format!("{}/usr/local/lib/", root.display()),
+        );
+    stub(
+        &bin,
+        "systemctl",
+        &format!(
+            "echo \"systemctl $*\" >>{l}\nif [ \"$1\" = start ]; then {exec}; rc=$?; echo \"unit exited $rc\" >>{l}; exit $rc; fi",
+            l = log.display()
+        ),
+    );
+    stub(
+        &bin,
+        "update-initramfs",
+        &format!("echo \"update-initramfs $*\" >>{}", log.display()),
+    );
+    // runcmd, as cloud-init runs it: one command after the other, a failure does not stop the rest.
+    let mut sh = String::from("#!/bin/sh\n");
+    for c in ud["runcmd"].as_array().unwrap() {
+        let words: Vec<String> = c
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let w = w.as_str().unwrap();
+                let w = if w == "LABEL=CIDATA" {
+                    seedfat.display().to_string()
+                } else if w.starts_with("/usr/local/lib/nodeforge/") {
+                    format!("{}{w}", root.display())
+                } else {
+                    w.to_string()
+                };
+                format!("'{}'", w.replace('\'', "'\\''"))
+            })
+            .collect();
+        sh.push_str(&words.join(" "));
+        sh.push('\n');
+    }
+    let runcmd = d.path().join("runcmd");
+    std::fs::write(&runcmd, &sh).unwrap();
+    let cut = if is_root() {
+        vec!["-n"]
+    } else {
+        vec!["-r", "-n"]
+    };
+    let t = std::time::Instant::now();
+    let o = Command::new("unshare")
+        .args(&cut)
+        .args(["sh", runcmd.to_str().unwrap()])
+        .env("NODEFORGE_ROOT", &root)
+        .env("APT_CONFIG", apt.join("apt.conf"))
+        .env("PATH", path_with(&bin))
+        .output()
+        .expect("unshare (util-linux) is needed");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(300),
+        "the cut network held the first boot for {:?}\n{out}",
+        t.elapsed()
+    );
+    let calls = std::fs::read_to_string(&log).unwrap_or_default();
+    // The failure is recorded: state file, unit result, the label the node registers with.
+    let state = std::fs::read_to_string(root.join("var/lib/nodeforge/gpu-setup")).unwrap();
+    assert!(
+        state.starts_with("failed: apt-get update failed"),
+        "{state}\n{out}"
+    );
+    assert!(calls.contains("unit exited 1"), "{calls}");
+    let label =
+        std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml.d/50-nodeforge-gpu.yaml"))
+            .unwrap();
+    assert!(
+        label.contains("node-label+:\n- nodeforge.io/gpu-setup=failed\n"),
+        "{label}"
+    );
+    assert!(out.contains("FAILED: apt-get update failed"), "{out}");
+    // nouveau was blacklisted and the initramfs rebuilt before any download was tried.
+    assert!(
+        std::fs::read_to_string(root.join("etc/modprobe.d/nodeforge-blacklist-nouveau.conf"))
+            .unwrap()
+            .contains("blacklist nouveau")
+    );
+    let pos = |s: &str| {
+        calls
+            .find(s)
+            .unwrap_or_else(|| panic!("{s} not in {calls}\n{out}"))
+    };
+    assert!(pos("update-initramfs -u") < pos("unit exited"));
+    // The join is not blocked: k3s is installed after the failed setup, and the unit retries
+    // on later boots.
+    assert!(pos("systemctl enable nodeforge-gpu-setup.service") < pos("k3s install agent"));
+    assert!(pos("unit exited 1") < pos("k3s install agent"), "{calls}");
+    // No reboot: nothing was installed to reboot into.
+    assert!(!root.join("run/nodeforge/gpu-reboot").exists());
+    // The last step took the secrets off the seed; meta-data (instance-id) is unchanged.
+    let after = std::fs::read_to_string(seedfat.join("user-data")).unwrap();
+    assert!(!after.contains("FAKE-TOKEN-gpu") && !after.contains("FAKE-NODEPW-gpu1"));
+    assert_eq!(
+        std::fs::read(seedfat.join("meta-data")).unwrap(),
+        seed.file("meta-data").unwrap()
+    );
+}
+
+#[test]
+fn gpu_setup_without_a_gpu_fails_fast_and_says_why() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script(d.path(), "nvidia.sh");
+    let root = d.path().join("root");
+    std::fs::create_dir_all(root.join("sys/bus/pci/devices/0000:00:02.0")).unwrap();
+    std::fs::write(
+        root.join("sys/bus/pci/devices/0000:00:02.0/vendor"),
+        "0x8086\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("sys/bus/pci/devices/0000:00:02.0/class"),
+        "0x030000\n",
+    )
+    .unwrap();
+    let o = run(&root, &s, &[]);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(root.join("var/lib/nodeforge/gpu-setup")).unwrap(),
+        "failed: no NVIDIA GPU found on the PCI bus\n"
+    );
+    assert!(std::fs::read_to_string(
+        root.join("etc/rancher/k3s/config.yaml.d/50-nodeforge-gpu.yaml")
+    )
+    .unwrap()
+    .contains("nodeforge.io/gpu-setup=failed"));
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// The boot proof's guest-side secret scan (tests/k3s-mirror/secret-scan.sh) on this machine, in
+/// a private mount namespace whose /etc is a copy holding fake k3s secrets: clean → `ok`; a
+/// world-readable copy of the token and a file readable by group nogroup → one FAIL each; a
+/// root-only copy is not reported. Needs root (or passwordless sudo) for the namespace.
+#[test]
+fn secret_scan_finds_what_nobody_can_read() {
+    let d = tempfile::tempdir().unwrap();
+    let scan = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/k3s-mirror/secret-scan.sh"
+    );
+    let etc = d.path().join("etc");
+    let sh = format!(
+        r#"set -e
+cp -a /etc {etc}
+mkdir -p {etc}/rancher/k3s {etc}/rancher/node
+printf 'token: FAKE-TOKEN-scan-7f3a9c\nnode-name: t\n' >{etc}/rancher/k3s/config.yaml
+printf 'FAKE-NODEPW-scan-55d1' >{etc}/rancher/node/password
+chmod 600 {etc}/rancher/k3s/config.yaml {etc}/rancher/node/password
+mount --bind {etc} /etc
+mount -t tmpfs tmpfs /run
+echo '--- clean'
+sh {scan}
+echo 'leak FAKE-TOKEN-scan-7f3a9c' >/etc/nf-leak-world; chmod 644 /etc/nf-leak-world
+cp /etc/rancher/node/password /run/nf-leak-group; chown root:nogroup /run/nf-leak-group; chmod 640 /run/nf-leak-group
+cp /etc/rancher/node/password /etc/nf-root-only; chmod 600 /etc/nf-root-only
+echo '--- leaks'
+sh {scan}
+"#,
+        etc = etc.display()
+    );
+    let root = is_root();
+    let mut c = if root {
+        Command::new("unshare")
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", "unshare"]);
+        c
+    };
+    let o = c
+        .args(["-m", "--propagation", "private", "sh", "-c", &sh])
+        .output()
+        .expect("unshare (util-linux)");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "the scan needs root or passwordless sudo for a mount namespace: {}{out}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let (clean, leaks) = out.split_once("--- leaks").unwrap();
+    assert!(clean.contains("NF-MARK secret-scan ok"), "{out}");
+    assert!(!clean.contains("FAIL"), "{out}");
+    let fails: Vec<&str> = leaks.lines().filter(|l| l.contains("FAIL")).collect();
+    assert_eq!(
+        fails,
+        [
+            "NF-MARK secret-scan FAIL /etc/nf-leak-world",
+            "NF-MARK secret-scan FAIL /run/nf-leak-group"
+        ],
+        "{out}"
+    );
+    assert!(
+        !out.contains("FAKE-TOKEN") && !out.contains("FAKE-NODEPW"),
+        "{out}"
+    );
+}

@@ -99,6 +99,7 @@ check() {
     done
     [ $i -lt 200 ] && mark "server-reachable $host:$port"
   fi
+  sed -n '/^# >>> nodeforge secret-scan.sh/,$p' "$0" | sh 2>&1 | while IFS= read -r l; do mark "${l#NF-MARK }"; done
   mark "done"
 }
 

@@ -143,6 +143,15 @@ fn pem_der(pem_text: &str, what: &str) -> Result<Vec<u8>> {
     Ok(p.contents)
 }
 
+fn parse_cert<'a>(
+    der: &'a [u8],
+    origin: &str,
+) -> Result<x509_parser::certificate::X509Certificate<'a>> {
+    x509_parser::parse_x509_certificate(der)
+        .map(|(_, c)| c)
+        .map_err(|_| anyhow::anyhow!("{origin}: [ca]: not an X.509 certificate"))
+}
+
 impl ClusterCa {
     /// Generate a new root, intermediate, the five leaf CAs and the service-account key.
     /// CNs follow the k3s script: `k3s-root-ca@<unix time>`, `k3s-server-ca@<unix time>`, ...
@@ -274,6 +283,27 @@ impl ClusterCa {
         if ids[0].2 != ids[0].1 {
             bail!("{origin}: [ca] root is not self-issued");
         }
+        // Signatures: root by itself, intermediate by the root, leaves by the intermediate.
+        let ders: Vec<Vec<u8>> = self
+            .certs()
+            .iter()
+            .map(|(n, p)| pem_der(p, n))
+            .collect::<Result<_>>()?;
+        let root = parse_cert(&ders[0], origin)?;
+        let int = parse_cert(&ders[1], origin)?;
+        for (i, d) in ders.iter().enumerate() {
+            let c = parse_cert(d, origin)?;
+            let issuer = match i {
+                0 | 1 => root.public_key(),
+                _ => int.public_key(),
+            };
+            if c.verify_signature(Some(issuer)).is_err() {
+                bail!(
+                    "{origin}: [ca] {}: the signature does not verify against its issuer",
+                    ids[i].0
+                );
+            }
+        }
         if ids[1].2 != ids[0].1 {
             bail!("{origin}: [ca] intermediate is not issued by the root");
         }
@@ -325,7 +355,7 @@ impl ClusterCa {
                     .to_string();
             }
             let na = c.validity().not_after;
-            if earliest.is_none_or(|e| na < e) {
+            if earliest.map_or(true, |e| na < e) {
                 earliest = Some(na);
             }
         }

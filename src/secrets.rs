@@ -116,6 +116,35 @@ impl Secrets {
         }
     }
 
+    /// What `check` prints about the cluster's trust root: the CA's fingerprint and expiry and
+    /// which token agents get, or, for secrets without a CA, how to adopt one. Never a secret.
+    pub fn trust_report(&self) -> Result<String> {
+        let mut r = String::new();
+        match &self.ca {
+            Some(c) => {
+                let i = c.info()?;
+                r.push_str(&format!(
+                    "ca: {} sha256 {}\nca: expires {} ({} days left; renew with `k3s certificate rotate-ca` before then)\n",
+                    i.root_cn, i.root_sha256, i.expires, i.days_left
+                ));
+                if i.days_left < 365 {
+                    r.push_str("warning: a cluster CA certificate expires within a year\n");
+                }
+            }
+            None => r.push_str(
+                "ca: none in the secrets file: k3s makes its own CA on the first server and nodes join with the short token (the CA is not pinned)\n\
+                 ca: to adopt a nodeforge CA before the first server's first boot: `nodeforge init --update --adopt-ca`, then rebuild every image;\n\
+                 ca: on a running cluster, stage the CA files and load them with `k3s certificate rotate-ca` first (docs/k3s-trust.md)\n",
+            ),
+        }
+        r.push_str(match (&self.agent_token, &self.ca) {
+            (Some(_), Some(_)) => "tokens: servers get token + agent-token; agents get the agent token only, secure K10 form (pins the CA)\n",
+            (Some(_), None) => "tokens: servers get token + agent-token; agents get the agent token only, short form (CA not pinned)\n",
+            (None, _) => "tokens: every node gets the cluster token (no agent token in the secrets file)\n",
+        });
+        Ok(r)
+    }
+
     /// Add a random node password for every hostname that has none; returns the hostnames added.
     pub fn add_missing<'a>(
         &mut self,

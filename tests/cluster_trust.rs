@@ -266,6 +266,35 @@ fn server_ca_files_verify_with_openssl_and_carry_k3s_extensions() {
 }
 
 #[test]
+fn seeds_with_the_ca_pass_cloud_init_schema() {
+    let c = cluster();
+    let s = secrets(&c);
+    let tmp = tempfile::tempdir().unwrap();
+    for host in ["cp1", "w1"] {
+        let (text, _) = user_data(&c, &s, host);
+        let p = tmp.path().join(format!("{host}.yaml"));
+        fs::write(&p, text).unwrap();
+        let out = Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&p)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `cloud-init schema` ({e}): install the Debian package `cloud-init` (tests/setup-host.sh)")
+            });
+        let msg = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && msg.contains("Valid cloud-config"),
+            "{host}: {}",
+            msg.lines().take(5).collect::<Vec<_>>().join(" / ")
+        );
+    }
+}
+
+#[test]
 fn agent_token_pins_the_root_as_openssl_fingerprints_it() {
     let c = cluster();
     let s = secrets(&c);

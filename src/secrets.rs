@@ -301,6 +301,36 @@ mod tests {
     }
 
     #[test]
+    fn debug_redacts_agent_token_and_ca_keys() {
+        let s = Secrets::generate(["a"]).unwrap();
+        let d = format!("{s:?}");
+        assert!(!d.contains(s.agent_token.as_deref().unwrap()));
+        assert!(
+            !d.contains("PRIVATE KEY") && !d.contains("CERTIFICATE"),
+            "{d}"
+        );
+        let ca = s.ca.as_ref().unwrap();
+        assert!(d.contains(&ca.root_fingerprint().unwrap()));
+    }
+
+    #[test]
+    fn secrets_from_before_the_ca_still_load() {
+        let old = "token = \"t0ken-from-2025\"\n\n[node_passwords]\ncp1 = \"pw\"\n";
+        let s = Secrets::parse(old, "old.toml").unwrap();
+        assert!(s.ca.is_none() && s.agent_token.is_none());
+        assert_eq!(s.agent_join_token().unwrap(), "t0ken-from-2025");
+        let mut t = s.clone();
+        assert!(t.adopt_ca().unwrap());
+        assert!(!t.adopt_ca().unwrap(), "adopting twice changes nothing");
+        assert_eq!(t.token, s.token);
+        assert!(t.agent_join_token().unwrap().starts_with("K10"));
+        let e = Secrets::parse("token = \"t\"\nagent_token = \"a:b\"\n", "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent_token"), "{e}");
+    }
+
+    #[test]
     fn roundtrip_and_mode() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(SECRETS_FILE);

@@ -970,6 +970,10 @@ pub struct InitArgs {
     /// Keep the existing cluster file and secrets; add node passwords for new nodes.
     #[arg(long, conflicts_with = "force")]
     pub update: bool,
+    /// With `--update`: add a cluster CA and an agent token to secrets that have none. Safe only
+    /// before the first server's first boot (see docs/k3s-trust.md).
+    #[arg(long, requires = "update")]
+    pub adopt_ca: bool,
     /// Cluster file for `--update` (default `<DIR>/cluster.toml`).
     #[arg(short = 'c', long = "cluster")]
     pub cluster: Option<PathBuf>,
@@ -1032,6 +1036,13 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
         let names: Vec<&str> = cluster.nodes.iter().map(|n| n.hostname.as_str()).collect();
         if secrets_file.exists() {
             let mut s = Secrets::load(&secrets_file)?;
+            if a.adopt_ca && s.adopt_ca()? {
+                s.save(&secrets_file)?;
+                println!(
+                    "{}: added a cluster CA and an agent token: rebuild every image before the first server's first boot",
+                    secrets_file.display()
+                );
+            }
             let added = s.add_missing(names)?;
             if added.is_empty() {
                 println!("{}: every node has its password", secrets_file.display());
@@ -1107,6 +1118,7 @@ pub fn cmd_check(a: &CheckArgs) -> Result<()> {
         } else {
             println!("secrets: {} has every node's password", spath.display());
         }
+        print!("{}", s.trust_report()?);
         if matches!(cluster.datastore, Datastore::Postgres { .. }) && s.datastore_password.is_none()
         {
             bail!(

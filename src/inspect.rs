@@ -1,5 +1,6 @@
 //! `nodeforge inspect`: describe an image (table, partitions, family, seed, k3s bundle).
 
+use crate::ca::TokenKind;
 use crate::fat::{self, FileData};
 use crate::partition::{self, PartType, TableKind};
 use anyhow::{Context, Result};
@@ -48,10 +49,86 @@ pub struct Report {
     pub seed_partition: Option<u32>,
     /// `nodeforge/bundle.json` of the seed FAT, when present.
     pub bundle: Option<serde_json::Value>,
+    /// Which join tokens and CA files the seed carries (never a value); `None` without a node seed.
+    pub trust: Option<Trust>,
     /// The kinds of secret the seed's `user-data` carries (`cluster token`, `node password`,
     /// `datastore password`); empty for a generic image or a seed scrubbed after first boot.
     /// Never the values.
     pub secrets: Vec<String>,
+}
+
+/// The k3s trust material a node seed carries: token kinds and CA file names, never values.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Trust {
+    /// k3s role the seed installs (`server` or `agent`), from its install step.
+    pub role: Option<String>,
+    /// Kind of `token` in the node's `/etc/rancher/k3s/config.yaml`.
+    pub token: Option<TokenKind>,
+    /// Kind of `agent-token` (servers only).
+    pub agent_token: Option<TokenKind>,
+    /// CA files written into the k3s `server/tls` directory: `path mode`.
+    pub ca_files: Vec<String>,
+}
+
+/// Read the trust material from a seed's `user-data` (cloud-config YAML); `None` when it holds no
+/// k3s config (a generic seed).
+pub fn trust_of(user_data: &[u8]) -> Option<Trust> {
+    let text = std::str::from_utf8(user_data).ok()?;
+    let ud: serde_json::Value = serde_saphyr::from_str(text).ok()?;
+    let mut t = Trust::default();
+    let mut found = false;
+    for f in ud.get("write_files")?.as_array()? {
+        let path = f.get("path").and_then(|v| v.as_str()).unwrap_or("");
+        let content = f.get("content").and_then(|v| v.as_str()).unwrap_or("");
+        let mode = f.get("permissions").and_then(|v| v.as_str()).unwrap_or("?");
+        if path == "/etc/rancher/k3s/config.yaml" {
+            found = true;
+            let cfg: serde_json::Value = serde_saphyr::from_str(content).ok()?;
+            let kind = |k: &str| {
+                cfg.get(k)
+                    .and_then(|v| v.as_str())
+                    .map(crate::ca::token_kind)
+            };
+            t.token = kind("token");
+            t.agent_token = kind("agent-token");
+        } else if let Some(rel) = path.strip_prefix(&format!("{}/", crate::ca::TLS_DIR)) {
+            t.ca_files.push(format!("{rel} {mode}"));
+        }
+    }
+    for c in ud
+        .get("runcmd")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let args: Vec<&str> = c
+            .as_array()
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        if args.len() >= 3 && args[1].ends_with("/install-k3s.sh") {
+            t.role = Some(args[2].to_string());
+        }
+    }
+    found.then_some(t)
+}
+
+/// One line describing a token kind, for the table output.
+fn describe(k: &TokenKind) -> String {
+    match k {
+        TokenKind::Secure { ca_sha256, user } => {
+            let who = match user.as_str() {
+                "node" => "agent token",
+                "server" => "server token",
+                _ => "token",
+            };
+            format!(
+                "{who}, secure K10 (pins CA sha256 {}…)",
+                &ca_sha256[..ca_sha256.len().min(16)]
+            )
+        }
+        TokenKind::Short => "short (does not pin the CA)".into(),
+        TokenKind::Invalid => "not a valid k3s token".into(),
+    }
 }
 
 /// The kinds of secret a nodeforge `user-data` carries: the k3s `config.yaml` and node password
@@ -132,6 +209,7 @@ pub fn inspect(path: &Path) -> Result<Report> {
         seed_files: Vec::new(),
         seed_partition: None,
         bundle: None,
+        trust: None,
         secrets: Vec::new(),
     };
     for p in &layout.partitions {
@@ -164,6 +242,14 @@ pub fn inspect(path: &Path) -> Result<Report> {
                         .unwrap_or_default();
                     report.seed_files = seeds;
                     report.seed_partition = Some(p.number);
+                    report.trust = vol
+                        .files
+                        .iter()
+                        .find(|f| f.path.eq_ignore_ascii_case("user-data"))
+                        .and_then(|f| match &f.data {
+                            FileData::Bytes(b) => trust_of(b),
+                            FileData::Path(_) => None,
+                        });
                     report.bundle = vol
                         .files
                         .iter()
@@ -251,6 +337,27 @@ pub fn cmd_inspect(a: &InspectArgs) -> Result<()> {
         println!("k3s:     {v} ({arch})");
     } else {
         println!("k3s:     no bundle");
+    }
+    match &r.trust {
+        Some(t) => {
+            let role = t.role.as_deref().unwrap_or("?");
+            let token = t.token.as_ref().map(describe).unwrap_or("none".into());
+            println!("token:   {role} node; token: {token}");
+            if let Some(a) = &t.agent_token {
+                println!("         agent-token: {}", describe(a));
+            }
+            if t.ca_files.is_empty() {
+                println!("ca:      no CA files (k3s makes its own CA, or the node is an agent)");
+            } else {
+                println!(
+                    "ca:      {} files in {}: {}",
+                    t.ca_files.len(),
+                    crate::ca::TLS_DIR,
+                    t.ca_files.join(", ")
+                );
+            }
+        }
+        None => println!("token:   none (generic or foreign seed)"),
     }
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 pub mod base;
 pub mod bmap;
+pub mod ca;
 pub mod catalog;
 pub mod cli;
 pub mod compose;

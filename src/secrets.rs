@@ -1,9 +1,11 @@
-//! The secrets file: cluster token, per-node k3s node passwords, optional datastore password.
+//! The secrets file: cluster token, agent token, the cluster CA, per-node k3s node passwords,
+//! optional datastore password.
 //!
 //! Created by `nodeforge init` with mode 0600 beside the cluster file (`nodeforge-secrets.toml`).
 //! Secret values never reach `Debug` output, logs or error messages: parse errors report the line
 //! only, and `Debug` redacts.
 
+use crate::ca::{self, ClusterCa};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -19,18 +21,30 @@ pub const SECRETS_FILE: &str = "nodeforge-secrets.toml";
 pub struct Secrets {
     /// k3s cluster token (short form; it can never change once the cluster exists).
     pub token: String,
+    /// Password of k3s's separate agent token (`agent-token` on servers): joins agents, cannot
+    /// join servers. Absent in secrets made before nodeforge had it (agents then get `token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_token: Option<String>,
     /// Password of the external datastore (postgres), inserted into `datastore-endpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub datastore_password: Option<String>,
     /// k3s node password per hostname (`/etc/rancher/node/password`): keeps a rebuilt node's identity.
     #[serde(default)]
     pub node_passwords: BTreeMap<String, String>,
+    /// The cluster's CAs (see [`crate::ca`]). Absent in secrets made before nodeforge had it: such
+    /// a cluster keeps its k3s-made CA and short tokens until the CA is adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<ClusterCa>,
 }
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Secrets")
             .field("token", &"<redacted>")
+            .field(
+                "agent_token",
+                &self.agent_token.as_ref().map(|_| "<redacted>"),
+            )
             .field(
                 "datastore_password",
                 &self.datastore_password.as_ref().map(|_| "<redacted>"),
@@ -39,6 +53,7 @@ impl fmt::Debug for Secrets {
                 "node_passwords",
                 &self.node_passwords.keys().collect::<Vec<_>>(),
             )
+            .field("ca", &self.ca)
             .finish()
     }
 }
@@ -60,14 +75,74 @@ fn random_hex(len: usize) -> Result<String> {
 }
 
 impl Secrets {
-    /// Fresh secrets: a random token and a random node password for each of `hostnames`.
+    /// Fresh secrets: a random token, a random agent token, a new cluster CA and a random node
+    /// password for each of `hostnames`.
     pub fn generate<'a>(hostnames: impl IntoIterator<Item = &'a str>) -> Result<Secrets> {
         let mut s = Secrets {
             token: random_hex(32)?,
             ..Default::default()
         };
+        s.adopt_ca()?;
         s.add_missing(hostnames)?;
         Ok(s)
+    }
+
+    /// Add a cluster CA and an agent token where missing; returns whether anything was added.
+    /// Safe only before the first server's first boot (k3s takes custom CAs only then; a running
+    /// cluster needs `k3s certificate rotate-ca`, see docs/k3s-trust.md).
+    pub fn adopt_ca(&mut self) -> Result<bool> {
+        let mut changed = false;
+        if self.ca.is_none() {
+            self.ca = Some(ClusterCa::generate()?);
+            changed = true;
+        }
+        if self.agent_token.is_none() {
+            self.agent_token = Some(random_hex(32)?);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// The token agents join with: the agent token (secure `K10<root hash>::node:<password>` when
+    /// the cluster has its CA, else the bare password), or the cluster token for secrets that have
+    /// no agent token. k3s accepts an agent token with user `node` on servers and agents alike
+    /// (k3s `pkg/passwd/passwd.go` `EnsureUser` strips `K10<hash>::node:`; agents authenticate as
+    /// `node`, `clientaccess.WithUser("node")`).
+    pub fn agent_join_token(&self) -> Result<String> {
+        match (&self.agent_token, &self.ca) {
+            (Some(at), Some(c)) => c.secure_token(ca::AGENT_USER, at),
+            (Some(at), None) => Ok(at.clone()),
+            (None, _) => Ok(self.token.clone()),
+        }
+    }
+
+    /// What `check` prints about the cluster's trust root: the CA's fingerprint and expiry and
+    /// which token agents get, or, for secrets without a CA, how to adopt one. Never a secret.
+    pub fn trust_report(&self) -> Result<String> {
+        let mut r = String::new();
+        match &self.ca {
+            Some(c) => {
+                let i = c.info()?;
+                r.push_str(&format!(
+                    "ca: {} sha256 {}\nca: expires {} ({} days left; renew with `k3s certificate rotate-ca` before then)\n",
+                    i.root_cn, i.root_sha256, i.expires, i.days_left
+                ));
+                if i.days_left < 365 {
+                    r.push_str("warning: a cluster CA certificate expires within a year\n");
+                }
+            }
+            None => r.push_str(
+                "ca: none in the secrets file: k3s makes its own CA on the first server and nodes join with the short token (the CA is not pinned)\n\
+                 ca: to adopt a nodeforge CA before the first server's first boot: `nodeforge init --update --adopt-ca`, then rebuild every image;\n\
+                 ca: on a running cluster, stage the CA files and load them with `k3s certificate rotate-ca` first (docs/k3s-trust.md)\n",
+            ),
+        }
+        r.push_str(match (&self.agent_token, &self.ca) {
+            (Some(_), Some(_)) => "tokens: servers get token + agent-token; agents get the agent token only, secure K10 form (pins the CA)\n",
+            (Some(_), None) => "tokens: servers get token + agent-token; agents get the agent token only, short form (CA not pinned)\n",
+            (None, _) => "tokens: every node gets the cluster token (no agent token in the secrets file)\n",
+        });
+        Ok(r)
     }
 
     /// Add a random node password for every hostname that has none; returns the hostnames added.
@@ -106,13 +181,23 @@ impl Secrets {
                 .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
             match line {
                 Some(l) => anyhow::anyhow!(
-                    "cannot parse secrets file {origin}: invalid entry at line {l} (expected keys: token, datastore_password, [node_passwords])"
+                    "cannot parse secrets file {origin}: invalid entry at line {l} (expected keys: token, agent_token, datastore_password, [node_passwords], [ca.*])"
                 ),
                 None => anyhow::anyhow!("cannot parse secrets file {origin}"),
             }
         })?;
         if s.token.trim().is_empty() {
             bail!("secrets file {origin}: `token` is empty");
+        }
+        if let Some(at) = &s.agent_token {
+            if at.trim().is_empty() || at.contains(':') {
+                bail!(
+                    "secrets file {origin}: `agent_token` must be a non-empty password without `:`"
+                );
+            }
+        }
+        if let Some(c) = &s.ca {
+            c.validate(&format!("secrets file {origin}"))?;
         }
         Ok(s)
     }
@@ -154,8 +239,9 @@ impl Secrets {
         let body = toml::to_string(self).context("cannot serialise the secrets")?;
         Ok(format!(
             "# nodeforge secrets: keep this file private (mode 0600) and back it up.\n\
-             # The token can never change once the cluster exists; a node keeps its identity\n\
-             # through its node password. Add `datastore_password = \"...\"` for a postgres datastore.\n\n{body}"
+             # The token can never change once the cluster exists; agents join with agent_token only.\n\
+             # [ca] is the cluster's CA (root and intermediate keys live only here). A node keeps its\n\
+             # identity through its node password. Add `datastore_password = \"...\"` for postgres.\n\n{body}"
         ))
     }
 
@@ -212,6 +298,36 @@ mod tests {
             assert!(!d.contains(p.as_str()));
         }
         assert!(d.contains("\"a\""));
+    }
+
+    #[test]
+    fn debug_redacts_agent_token_and_ca_keys() {
+        let s = Secrets::generate(["a"]).unwrap();
+        let d = format!("{s:?}");
+        assert!(!d.contains(s.agent_token.as_deref().unwrap()));
+        assert!(
+            !d.contains("PRIVATE KEY") && !d.contains("CERTIFICATE"),
+            "{d}"
+        );
+        let ca = s.ca.as_ref().unwrap();
+        assert!(d.contains(&ca.root_fingerprint().unwrap()));
+    }
+
+    #[test]
+    fn secrets_from_before_the_ca_still_load() {
+        let old = "token = \"t0ken-from-2025\"\n\n[node_passwords]\ncp1 = \"pw\"\n";
+        let s = Secrets::parse(old, "old.toml").unwrap();
+        assert!(s.ca.is_none() && s.agent_token.is_none());
+        assert_eq!(s.agent_join_token().unwrap(), "t0ken-from-2025");
+        let mut t = s.clone();
+        assert!(t.adopt_ca().unwrap());
+        assert!(!t.adopt_ca().unwrap(), "adopting twice changes nothing");
+        assert_eq!(t.token, s.token);
+        assert!(t.agent_join_token().unwrap().starts_with("K10"));
+        let e = Secrets::parse("token = \"t\"\nagent_token = \"a:b\"\n", "bad.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("agent_token"), "{e}");
     }
 
     #[test]

@@ -478,6 +478,17 @@ pub fn render(
             s.node_password(&n.hostname)?.to_string(),
             "0600",
         ));
+        // The cluster CA goes in before k3s's first start (write_files runs before runcmd), so
+        // k3s uses it instead of making its own (docs/k3s-trust.md).
+        if let (true, Some(ca)) = (n.is_server(), &s.ca) {
+            for f in ca.server_files() {
+                write_files.push(WriteFile::new(
+                    &format!("{}/{}", crate::ca::TLS_DIR, f.path),
+                    f.content,
+                    f.mode,
+                ));
+            }
+        }
         if n.is_server() {
             for (name, bytes) in server_manifests(c)? {
                 let text = String::from_utf8(bytes)

@@ -122,6 +122,7 @@ fn check_and_render_never_print_secrets() {
     s.save(&sp).unwrap();
     let mut secret_values = vec![s.token.clone(), "db-secret-Xy7".to_string()];
     secret_values.extend(s.node_passwords.values().cloned());
+    secret_values.extend(s.agent_token.clone());
 
     let o = nodeforge(dir.path(), &["check"]);
     let out = all_output(&o);
@@ -144,7 +145,13 @@ fn check_and_render_never_print_secrets() {
         }
         let sd = dir.path().join(format!("seed-{node}"));
         let ud = std::fs::read_to_string(sd.join("user-data")).unwrap();
-        assert!(ud.contains(&s.token), "the seed holds the token");
+        // Servers hold the cluster token; the agent only the (CA-pinning) agent token.
+        if node == "w1" {
+            assert!(!ud.contains(&s.token), "the agent holds the server token");
+            assert!(ud.contains(&s.agent_join_token().unwrap()));
+        } else {
+            assert!(ud.contains(&s.token), "the seed holds the token");
+        }
         for f in ["user-data", "meta-data"] {
             assert_eq!(mode(&sd.join(f)), 0o600, "{f}");
         }

@@ -91,7 +91,16 @@ pub const SERVER_TAINT: &str = "CriticalAddonsOnly=true:NoExecute";
 /// Build `/etc/rancher/k3s/config.yaml` for `n`.
 pub fn k3s_config(c: &Cluster, n: &NodeSpec, s: &Secrets) -> Result<K3sConfig> {
     let mut k = K3sConfig::default();
-    k.set("token", Value::String(s.token.clone()));
+    // Least privilege: only servers carry the cluster token; agents get the agent token, which
+    // k3s accepts for agents only (k3s docs/cli/token.md, "Agent"). See docs/k3s-trust.md.
+    if n.is_server() {
+        k.set("token", Value::String(s.token.clone()));
+        if s.agent_token.is_some() {
+            k.set("agent-token", Value::String(s.agent_join_token()?));
+        }
+    } else {
+        k.set("token", Value::String(s.agent_join_token()?));
+    }
     let joins = !n.is_server() || (c.datastore == Datastore::Etcd && !n.first_server);
     if joins {
         k.set("server", Value::String(c.server.clone()));

@@ -150,6 +150,17 @@ board = "x86_64"
         let mut v = vec![s.token.clone()];
         v.extend(s.node_passwords.values().cloned());
         assert!(v.len() >= 3, "token and two node passwords");
+        // The agent token and the cluster CA's private keys (a line from the middle of each PEM).
+        v.extend(s.agent_token.clone());
+        if let Some(ca) = &s.ca {
+            let mut keys = vec![&ca.service_key, &ca.root.key, &ca.intermediate.key];
+            keys.extend([&ca.server, &ca.client, &ca.request_header].map(|p| &p.key));
+            keys.extend([&ca.etcd_peer, &ca.etcd_server].map(|p| &p.key));
+            v.extend(
+                keys.iter()
+                    .filter_map(|k| k.lines().nth(2).map(str::to_string)),
+            );
+        }
         assert!(v.iter().all(|x| x.len() >= 16));
         v
     }

@@ -48,6 +48,12 @@ print("keys " + ",".join(keys))
 print("token " + ("present" if merged.get("token") or merged.get("token-file") else "absent"))
 for k in ("server", "node-taint", "node-label"):
     print(k + " " + show(merged.get(k)))
+# Token kinds (issue 16): secure-<user> with the pinned CA hash, short, or absent; never the value.
+import re
+for k in ("token", "agent-token"):
+    t = merged.get(k)
+    m = re.fullmatch(r"K10([0-9a-f]{64})::([^:]*):.+", t) if isinstance(t, str) else None
+    print(k + "-kind " + ("secure-%s ca=%s" % (m.group(2), m.group(1)) if m else ("short" if t else "absent")))
 EOF
 }
 
@@ -69,6 +75,12 @@ check() {
     while read -r k v; do mark "config $k=$v"; done <"$LOGDIR/config.summary"
   else
     mark "config missing"
+  fi
+  # Cluster CA files (issue 16): mode and sha256 of each (the stand-in itself never writes there).
+  if [ -d /var/lib/rancher/k3s/server/tls ]; then
+    (cd /var/lib/rancher/k3s/server/tls && find . -type f | sort | while read -r f; do
+      mark "tls ${f#./} mode=$(stat -c %a "$f") sha256=$(sha256sum "$f" | cut -d' ' -f1)"
+    done)
   fi
   if [ -s /etc/rancher/node/password ]; then
     mark "node-password sha256=$(sha256sum /etc/rancher/node/password | cut -d' ' -f1)"

@@ -1151,16 +1151,19 @@ fn unverified_timezone(c: &Cluster) -> Vec<Issue> {
     let mut v = Vec::new();
     for b in Board::ALL {
         if let (true, Some(r)) = (c.nodes.iter().any(|n| n.board == b), c.boards.get(&b)) {
-            let mut i = Issue::warning(
+            let i = Issue::broken(
+                Severity::Warning,
                 None,
-                format!(
-                    "`cluster.timezone` {:?}: not yet checked against /usr/share/zoneinfo of the {b} base {} (build checks it once the base is fetched)",
-                    c.timezone, r.base
+                "cluster.timezone",
+                &c.timezone,
+                &rules::Violation::new(
+                    &rules::host::TIMEZONE,
+                    format!(
+                        "timezone {:?} is not yet checked against /usr/share/zoneinfo of the {b} base {} (build checks it once the base is fetched)",
+                        c.timezone, r.base
+                    ),
                 ),
             );
-            i.key = Some("cluster.timezone".into());
-            i.value = Some(c.timezone.clone());
-            i.rule = Some(&rules::host::TIMEZONE);
             v.push(i);
         }
     }

@@ -63,7 +63,7 @@ proptest! {
     #[test]
     fn admin_user(s in hostile("[a-zA-Z_-][a-z0-9_ -]{0,40}")) {
         agree(&s, users::admin_user(&s), &users::USER_NAME, |v| {
-            re("^[a-z][-a-z0-9_]*$").is_match(v) && v.len() <= 32 && v != "root"
+            re("^[a-z][-a-z0-9_]*$").is_match(v) && v.len() <= 31 && v != "root"
         });
     }
 
@@ -82,7 +82,7 @@ proptest! {
     #[test]
     fn server_url(s in hostile("(https?://)?(\\[?[0-9a-f:]{0,12}\\]?|[a-z0-9.-]{0,20})(:[0-9]{0,6})?(/[a-z]{0,3})?")) {
         agree(&s, net::server_url(&s), &net::SERVER_URL, |v| {
-            let c = re(r"^https://(\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([0-9]{1,5})$").captures(v);
+            let c = re(r"^https://(\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):([1-9][0-9]{0,4})$").captures(v);
             let Some(c) = c else { return false };
             let port_ok = c[4].parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
             let host_ok = match (c.get(2), c.get(3)) {
@@ -198,7 +198,7 @@ proptest! {
     #[test]
     fn datastore_url(s in hostile("postgres(ql)?://[a-z:]{0,6}@?[a-z0-9.:\\[\\]]{0,12}(/[a-z]{0,4})?")) {
         agree(&s, net::datastore_url(&s), &net::DATASTORE_URL, |v| {
-            re(r"^postgres(ql)?://[^:@/\s]+@(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(/\S*)?$").is_match(v)
+            re(r"^postgres(ql)?://[^:@/\s]+@(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[1-9][0-9]{0,4})?(/\S*)?$").is_match(v)
         });
     }
 

@@ -75,13 +75,14 @@ fn esc(v: &str) -> String {
 fn admin_user() {
     table(
         "user-name",
-        &["k3s-admin", "alice", "a", "ops_1", &"a".repeat(32)],
+        &["k3s-admin", "alice", "a", "ops_1", &"a".repeat(31)],
         &[
             "root",
             "k3s admin",
             "-admin",
             "Admin",
             &"a".repeat(38),
+            &"a".repeat(32),
             "",
             "1admin",
             "admin$",
@@ -114,6 +115,7 @@ fn server_url() {
             "https://10.0.0.10:0",
             "https://10.0.0.10:65536",
             "https://10.0.0.10:64x3",
+            "https://10.0.0.10:06443",
             "https://:6443",
             "https://user@10.0.0.10:6443",
             "https://[fd00::zz]:6443",

@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// `cluster.server` (the agents' `server:` / `K3S_URL`).
 pub static SERVER_URL: Rule = Rule {
     name: "server-url",
-    summary: "https://HOST:PORT with an explicit port, HOST a DNS name, IPv4 address or [IPv6] in brackets, and no user, path, query or fragment",
+    summary: "https://HOST:PORT with an explicit port 1-65535, HOST a DNS name, IPv4 address or [IPv6] in brackets, and no user, path, query or fragment",
     source: "k3s docs cli/agent.md (--server \"Server to connect to\", e.g. https://myserver:6443); RFC 3986 section 3.2 (IPv6 literals in brackets)",
 };
 
@@ -119,8 +119,13 @@ fn host_port(
         }
         None => None,
         Some(p) => match p.parse::<u16>() {
-            Ok(n) if n > 0 && p.bytes().all(|c| c.is_ascii_digit()) => Some(n),
-            _ => return bad(format!("port {p:?} is not a number in 1..65535")),
+            // Digits only, no leading zero: "048196" must not silently become 48196.
+            Ok(n) if n > 0 && p == n.to_string() => Some(n),
+            _ => {
+                return bad(format!(
+                    "port {p:?} is not a number in 1..65535 (no leading zeros)"
+                ))
+            }
         },
     };
     Ok((host, port))

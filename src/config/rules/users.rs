@@ -5,8 +5,8 @@ use super::{Checked, Rule, Violation};
 /// `cluster.admin_user`.
 pub static USER_NAME: Rule = Rule {
     name: "user-name",
-    summary: "matches ^[a-z][-a-z0-9_]*$, at most 32 characters, and is not root or a system account of the base",
-    source: "Debian adduser.conf(5) NAME_REGEX default; useradd(8) (names up to 32 characters); systemd.io/USER_NAMES (portable names)",
+    summary: "matches ^[a-z][-a-z0-9_]*$, at most 31 characters, and is not root or a system account of the base",
+    source: "Debian adduser.conf(5) NAME_REGEX default; useradd(8) (names up to 32 characters); systemd.io/USER_NAMES (strict names must fit utmp: UT_NAMESIZE 32 with the NUL, so 31)",
 };
 
 /// Accounts a Debian/Ubuntu/Raspberry Pi OS base already has (base-passwd's static list plus the
@@ -72,8 +72,10 @@ pub fn admin_user(s: &str) -> Checked {
     if b.is_empty() {
         return err("is empty".into());
     }
-    if b.len() > 32 {
-        return err(format!("has {} characters (at most 32)", b.len()));
+    // useradd allows 32; systemd's strict check (units, logind) needs the name to fit utmp's
+    // 32-byte field with its NUL, so 31.
+    if b.len() > 31 {
+        return err(format!("has {} characters (at most 31)", b.len()));
     }
     if !b[0].is_ascii_lowercase() {
         return err("must start with a lower-case letter a-z".into());

@@ -4,9 +4,12 @@
 //! each node is resolved into a [`NodeSpec`] with its role [`Profile`], and the result is validated
 //! (see [`validate`]). Secrets live in [`crate::secrets`], never here.
 
+mod lines;
+pub mod rules;
 mod validate;
 
-pub use validate::{validate, Issue, Severity};
+pub use lines::KeyLines;
+pub use validate::{display_key, validate, Issue, Severity};
 
 use crate::base::Family;
 use crate::fetch::Arch;
@@ -147,26 +150,20 @@ pub enum Datastore {
 }
 
 impl Datastore {
+    /// The datastore named by `cluster.datastore`; postgres URLs are checked by
+    /// [`rules::net::datastore_url`] during validation.
     fn parse(s: &str) -> Result<Datastore> {
         match s {
             "sqlite" => Ok(Datastore::Sqlite),
             "etcd" => Ok(Datastore::Etcd),
             _ if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
-                let rest = s.split_once("://").map(|x| x.1).unwrap_or("");
-                let authority = rest.split('/').next().unwrap_or("");
-                if let Some((userinfo, _)) = authority.rsplit_once('@') {
-                    if userinfo.contains(':') {
-                        bail!("`datastore` must not hold a password: put it in the secrets file as `datastore_password`");
-                    }
-                } else {
-                    bail!("`datastore` postgres URL needs a user: postgres://USER@HOST:PORT/DB");
-                }
                 Ok(Datastore::Postgres {
                     endpoint: s.to_string(),
                 })
             }
             _ => bail!(
-                "unknown `datastore` {s:?}: use \"sqlite\", \"etcd\" or \"postgres://USER@HOST:PORT/DB\""
+                "unknown `datastore` {:?}: use \"sqlite\", \"etcd\" or \"postgres://USER@HOST:PORT/DB\"",
+                rules::net::redact_password(s)
             ),
         }
     }
@@ -660,16 +657,56 @@ pub fn cluster_path(arg: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
+/// A cluster file checked: the cluster when it could be resolved, and every issue found (with file
+/// lines filled in), for `check` and `check --json`.
+#[derive(Debug)]
+pub struct Report {
+    /// The cluster file's name for messages.
+    pub origin: String,
+    /// The resolved cluster (`None` when resolving failed); its `warnings` are filled in.
+    pub cluster: Option<Cluster>,
+    /// Errors and warnings, in the order found.
+    pub issues: Vec<Issue>,
+}
+
+impl Report {
+    /// The errors.
+    pub fn errors(&self) -> impl Iterator<Item = &Issue> {
+        self.issues.iter().filter(|i| i.severity == Severity::Error)
+    }
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &Issue> {
+        self.issues
+            .iter()
+            .filter(|i| i.severity == Severity::Warning)
+    }
+}
+
 /// Parse, resolve and validate cluster text. `file` names it in messages and gives the directory
-/// for relative paths and user `profiles/`/`overlays/`. Validation errors fail; warnings are kept in
-/// `Cluster::warnings`.
+/// for relative paths and user `profiles/`/`overlays/`. Validation errors fail (one line each:
+/// node, line, key, value, rule and its source); warnings are kept in `Cluster::warnings`.
 pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
+    let report = analyze_cluster(text, file)?;
+    let errors: Vec<String> = report.errors().map(Issue::to_string).collect();
+    if !errors.is_empty() {
+        bail!("{}:\n  {}", report.origin, errors.join("\n  "));
+    }
+    report
+        .cluster
+        .with_context(|| format!("{}: the cluster could not be resolved", report.origin))
+}
+
+/// Parse, resolve and validate cluster text, returning every issue rather than failing on the
+/// first. Fails only when the text is not a valid cluster file at all (TOML syntax, unknown keys,
+/// wrong types) or a user profile cannot be read.
+pub fn analyze_cluster(text: &str, file: Option<&Path>) -> Result<Report> {
     let origin = match file {
         Some(p) => p.display().to_string(),
         None => "the embedded example cluster".to_string(),
     };
     let raw: RawFile =
         toml::from_str(text).with_context(|| format!("invalid cluster file {origin}"))?;
+    let key_lines = KeyLines::parse(text);
     let dir: PathBuf = match file.and_then(|p| p.parent()) {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -677,8 +714,16 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
     let user_dir = file.map(|_| dir.clone());
     let mut issues: Vec<Issue> = Vec::new();
 
-    let datastore = Datastore::parse(&raw.cluster.datastore)
-        .with_context(|| format!("invalid cluster file {origin}"))?;
+    let datastore = match Datastore::parse(&raw.cluster.datastore) {
+        Ok(d) => d,
+        Err(e) => {
+            let mut i = Issue::error(None, format!("{e:#}"));
+            i.key = Some("cluster.datastore".into());
+            i.value = Some(rules::net::redact_password(&raw.cluster.datastore));
+            issues.push(i);
+            Datastore::Sqlite
+        }
+    };
 
     let mut boards = BTreeMap::new();
     for (b, r) in [
@@ -689,13 +734,15 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
             Some(mut r) => {
                 r.base = resolve_ref(&r.base, &dir);
                 if !r.is_catalog() && r.sha256.is_none() {
-                    issues.push(Issue::error(
+                    let mut i = Issue::error(
                         None,
                         format!(
                             "[boards.{b}] base {} is a URL or path: it needs `sha256`",
                             r.base
                         ),
-                    ));
+                    );
+                    i.key = Some(format!("boards.{b}.base"));
+                    issues.push(i);
                 }
                 r
             }
@@ -714,31 +761,33 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
 
     let profiles = ProfileSet::load(user_dir.as_deref())?;
     let mut nodes = Vec::new();
-    let mut lines: BTreeMap<String, usize> = BTreeMap::new();
+    // hostname -> index of its first [[nodes]] entry (for key paths) and that entry's line
+    let mut entry: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     let mut seen_first_server = false;
-    for rn in raw.nodes {
-        let line = Some(line_of(text, rn.hostname.span().start));
+    for (idx, rn) in raw.nodes.into_iter().enumerate() {
+        let at = line_of(text, rn.hostname.span().start);
+        let line = Some(at);
         let hostname = rn.hostname.get_ref().clone();
-        if let Some(l) = line {
-            lines.entry(hostname.clone()).or_insert(l);
-        }
+        entry.entry(hostname.clone()).or_insert((idx, at));
         let who = Some(hostname.clone());
         let board = match Board::parse(&rn.board) {
             Some(b) => b,
             None => {
-                issues.push(Issue::error(
+                let mut i = Issue::error(
                     who,
                     format!(
                         "unknown board {:?} (known: {})",
                         rn.board,
                         Board::ALL.map(|b| b.as_str()).join(", ")
                     ),
-                ));
+                );
+                i.key = Some("board".into());
+                issues.push(i);
                 continue;
             }
         };
         if !profiles.has(&rn.role) {
-            issues.push(Issue::error(
+            let mut i = Issue::error(
                 who,
                 format!(
                     "unknown role {:?} (known: {}; or add profiles/{}.toml beside the cluster file)",
@@ -746,27 +795,32 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
                     profiles.names().join(", "),
                     rn.role
                 ),
-            ));
+            );
+            i.key = Some("role".into());
+            issues.push(i);
             continue;
         }
         let pname = rn.profile.clone().unwrap_or_else(|| rn.role.clone());
         let profile = match profiles.get(&pname) {
             Some(p) => p.clone(),
             None => {
-                issues.push(Issue::error(
+                let mut i = Issue::error(
                     who,
                     format!(
                         "unknown profile {pname:?} (known: {})",
                         profiles.names().join(", ")
                     ),
-                ));
+                );
+                i.key = Some("profile".into());
+                issues.push(i);
                 continue;
             }
         };
         let network = match parse_network(&rn) {
             Ok(n) => n,
-            Err(e) => {
-                issues.push(Issue::error(who, format!("{e:#}")));
+            Err(mut i) => {
+                i.node = who;
+                issues.push(*i);
                 continue;
             }
         };
@@ -793,7 +847,7 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         Some(d) => read_user_manifests(d)?,
         None => Vec::new(),
     };
-    let cluster = Cluster {
+    let mut cluster = Cluster {
         name: raw.cluster.name,
         k3s_version: raw.cluster.k3s_version,
         server: raw.cluster.server,
@@ -821,61 +875,64 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         warnings: Vec::new(),
     };
     issues.extend(validate(&cluster));
-    // Name the line of a single node's entry in messages.
-    let show = |i: &Issue| match i.node.as_deref().and_then(|n| lines.get(n).map(|l| (n, l))) {
-        Some((n, l)) => format!("node {n} (line {l}): {}", i.message),
-        None => i.to_string(),
-    };
-    let errors: Vec<String> = issues
-        .iter()
-        .filter(|i| i.severity == Severity::Error)
-        .map(show)
-        .collect();
-    if !errors.is_empty() {
-        bail!("{origin}:\n  {}", errors.join("\n  "));
+    // Point each issue at its line: the value's own line, else its node entry's.
+    for i in &mut issues {
+        let node = i.node.as_deref().and_then(|n| entry.get(n));
+        i.line = match (&i.key, node) {
+            (Some(k), Some((idx, l))) => key_lines
+                .get(&format!("nodes.{idx}.{k}"))
+                .filter(|_| !k.starts_with("profile ") && !k.starts_with("cluster."))
+                .or_else(|| {
+                    k.starts_with("cluster.")
+                        .then(|| key_lines.get(k))
+                        .flatten()
+                })
+                .or(Some(*l)),
+            (None, Some((_, l))) => Some(*l),
+            (Some(k), None) => key_lines.get(k),
+            (None, None) => None,
+        };
     }
-    let mut cluster = cluster;
     cluster.warnings = issues
         .iter()
         .filter(|i| i.severity == Severity::Warning)
-        .map(show)
+        .map(Issue::to_string)
         .collect();
-    Ok(cluster)
+    let errors = issues.iter().any(|i| i.severity == Severity::Error);
+    Ok(Report {
+        origin,
+        cluster: (!errors).then_some(cluster),
+        issues,
+    })
 }
 
-fn parse_network(rn: &RawNode) -> Result<Network> {
+/// The node's network from its raw entry; a value breaking its rule comes back as an issue
+/// (without node and line, which the caller adds).
+fn parse_network(rn: &RawNode) -> std::result::Result<Network, Box<Issue>> {
+    let broken = |key: &str, value: &str, v: rules::Violation| {
+        Box::new(Issue::broken(Severity::Error, None, key, value, &v))
+    };
     let Some(addr) = &rn.address else {
         if rn.gateway.is_some() || !rn.dns.is_empty() {
-            bail!("`gateway`/`dns` need a static `address` (omit them for DHCP)");
+            return Err(Box::new(Issue::error(
+                None,
+                "`gateway`/`dns` need a static `address` (omit them for DHCP)",
+            )));
         }
         return Ok(Network::Dhcp);
     };
-    let (ip, prefix) = addr
-        .split_once('/')
-        .with_context(|| format!("address {addr:?} needs a prefix length, e.g. 10.0.0.10/24"))?;
-    let address: Ipv4Addr = ip
-        .parse()
-        .with_context(|| format!("address {addr:?} is not an IPv4 address"))?;
-    let prefix: u8 = prefix
-        .parse()
-        .ok()
-        .filter(|p| (1..=32).contains(p))
-        .with_context(|| format!("address {addr:?}: prefix length must be 1..32"))?;
+    let (address, prefix) =
+        rules::net::static_address(addr).map_err(|v| broken("address", addr, v))?;
     let gateway = match &rn.gateway {
-        Some(g) => Some(
-            g.parse::<Ipv4Addr>()
-                .with_context(|| format!("gateway {g:?} is not an IPv4 address"))?,
-        ),
+        Some(g) => {
+            Some(rules::net::gateway(address, prefix, g).map_err(|v| broken("gateway", g, v))?)
+        }
         None => None,
     };
-    let dns = rn
-        .dns
-        .iter()
-        .map(|d| {
-            d.parse::<IpAddr>()
-                .with_context(|| format!("dns {d:?} is not an IP address"))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut dns = Vec::new();
+    for (i, d) in rn.dns.iter().enumerate() {
+        dns.push(rules::net::dns_server(d).map_err(|v| broken(&format!("dns.{i}"), d, v))?);
+    }
     Ok(Network::Static {
         address,
         prefix,
@@ -991,6 +1048,11 @@ pub struct CheckArgs {
     /// Secrets file (default `<dir of cluster file>/nodeforge-secrets.toml`); checked if present.
     #[arg(long)]
     pub secrets: Option<PathBuf>,
+    /// Print the findings as one JSON object on stdout (for editors and CI): `ok`, `file`,
+    /// `errors` and `warnings`, each issue with severity, file, line, node, key, value, rule,
+    /// source and message. Exits non-zero when there are errors.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `nodeforge render`.
@@ -1091,11 +1153,96 @@ fn print_warnings(c: &Cluster) {
     }
 }
 
+/// Warnings `check` adds about what it cannot see without the base images: the time zone is
+/// checked against a base's `/usr/share/zoneinfo` only when `build` opens it.
+fn unverified_timezone(c: &Cluster) -> Vec<Issue> {
+    if matches!(c.timezone.as_str(), "UTC" | "Etc/UTC") {
+        return Vec::new();
+    }
+    let mut v = Vec::new();
+    for b in Board::ALL {
+        if let (true, Some(r)) = (c.nodes.iter().any(|n| n.board == b), c.boards.get(&b)) {
+            let i = Issue::broken(
+                Severity::Warning,
+                None,
+                "cluster.timezone",
+                &c.timezone,
+                &rules::Violation::new(
+                    &rules::host::TIMEZONE,
+                    format!(
+                        "timezone {:?} is not yet checked against /usr/share/zoneinfo of the {b} base {} (build checks it once the base is fetched)",
+                        c.timezone, r.base
+                    ),
+                ),
+            );
+            v.push(i);
+        }
+    }
+    v
+}
+
+/// `check --json`: the report as one JSON object on stdout; errors make the command fail.
+fn check_json(path: Option<&Path>) -> Result<()> {
+    let origin = path
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the embedded example cluster".into());
+    let report = match path {
+        None => analyze_cluster(EXAMPLE_CLUSTER, None),
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("cannot read cluster file {}", p.display()))
+            .and_then(|t| analyze_cluster(&t, Some(p))),
+    };
+    let (issues, ok) = match report {
+        Ok(mut r) => {
+            if let Some(c) = &r.cluster {
+                r.issues.extend(unverified_timezone(c));
+            }
+            let ok = r.errors().next().is_none();
+            (r.issues, ok)
+        }
+        // Not a cluster file at all (syntax, unknown key, unreadable): one error, line from TOML.
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let mut i = Issue::error(None, msg.clone());
+            i.line = msg
+                .split("line ")
+                .nth(1)
+                .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok());
+            (vec![i], false)
+        }
+    };
+    let pick = |sev: Severity| -> Vec<serde_json::Value> {
+        issues
+            .iter()
+            .filter(|i| i.severity == sev)
+            .map(|i| i.to_json(&origin))
+            .collect()
+    };
+    let out = serde_json::json!({
+        "file": origin,
+        "ok": ok,
+        "errors": pick(Severity::Error),
+        "warnings": pick(Severity::Warning),
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if !ok {
+        bail!("{origin}: the cluster file has errors (see the JSON on stdout)");
+    }
+    Ok(())
+}
+
 /// Run `nodeforge check`.
 pub fn cmd_check(a: &CheckArgs) -> Result<()> {
     let path = cluster_path(a.cluster.as_deref());
+    if a.json {
+        return check_json(path.as_deref());
+    }
     let cluster = load_cluster(path.as_deref())?;
     print_warnings(&cluster);
+    for w in unverified_timezone(&cluster) {
+        eprintln!("warning: {w}");
+    }
     print!("{}", plan(&cluster));
     let spath = a
         .secrets

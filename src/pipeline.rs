@@ -185,6 +185,7 @@ impl Session {
         let family = bref.family.or(catalog_family);
         let opened =
             base::open(&raw, family).with_context(|| format!("reading {what} ({})", src.url))?;
+        check_timezone(&self.cluster, &raw, &opened, &src.url)?;
         let expect = board_arch_families(board);
         if !expect.contains(&opened.family) {
             bail!(
@@ -232,6 +233,27 @@ impl Session {
         }
         self.lock.write(&self.lock_path)
     }
+}
+
+/// `cluster.timezone` must name a zone file of the base (cloud-init's timezone module links
+/// /etc/localtime to it). UTC is not checked; a base without tzdata gets a warning.
+fn check_timezone(c: &Cluster, raw: &Path, b: &Base, url: &str) -> Result<()> {
+    if matches!(c.timezone.as_str(), "UTC" | "Etc/UTC") {
+        return Ok(());
+    }
+    let Some(root) = b.layout.partitions.get(b.root) else {
+        return Ok(());
+    };
+    let exists = |p: &str| base::read_ext4_file(raw, root, p).is_ok();
+    if !exists("/usr/share/zoneinfo/UTC") {
+        eprintln!(
+            "warning: the base {url} has no /usr/share/zoneinfo/UTC (no tzdata?): `cluster.timezone` {:?} not checked",
+            c.timezone
+        );
+        return Ok(());
+    }
+    config::rules::host::timezone_in_base(&c.timezone, url, exists)
+        .map_err(|v| anyhow::anyhow!("{}: `cluster.timezone`: {v}", c.origin()))
 }
 
 fn board_arch_families(board: Board) -> &'static [Family] {

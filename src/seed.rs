@@ -30,7 +30,7 @@
 
 mod k3s;
 
-pub use k3s::k3s_config;
+pub use k3s::{k3s_config, SERVER_TAINT};
 
 use crate::base::Family;
 use crate::config::{Board, Cluster, Network, NodeSpec};

@@ -281,7 +281,7 @@ fn address_outside_gateway_subnet() {
 
 #[test]
 fn static_x86_needs_interface() {
-    let a = "address = \"10.0.0.10/24\"\ngateway = \"10.0.0.1\"";
+    let a = "address = \"10.0.0.10/24\"\ngateway = \"10.0.0.1\"\ndns = [\"10.0.0.1\"]";
     let e = err(&text("sqlite", &[node("cp1", "server", "x86_64", a)]));
     assert_has(&e, &["node cp1", "interface"]);
     let c = ok(&text(

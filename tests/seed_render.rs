@@ -188,23 +188,49 @@ fn snapshots() {
     snapshot("sqlite-generic-cp1.txt", &seed_dump(&seed));
 }
 
-fn cloud_init_schema(path: &Path) -> (bool, String) {
-    let out = Command::new("cloud-init")
-        .args(["schema", "--config-file"])
-        .arg(path)
+/// Run `cloud-init schema` and judge by its exit status only (22.4 prints "Valid cloud-config",
+/// 25.x "Valid schema"): 0 = valid, 1 = invalid, anything else = the tool itself failed.
+fn schema_status(mut cmd: Command, what: &str) -> (bool, String) {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `cloud-init schema` ({e}): install the Debian package `cloud-init` (tests/setup-host.sh)")
-        });
+        .unwrap_or_else(|e| panic!("cannot run {what} ({e})"));
     let msg = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (
-        out.status.success() && msg.contains("Valid cloud-config"),
-        msg,
+    match out.status.code() {
+        Some(0) => (true, msg),
+        Some(1) => (false, msg),
+        _ => panic!("{what} failed to run ({}): {msg}", out.status),
+    }
+}
+
+/// The host's cloud-init (Debian 12: 22.4) checks user-data.
+fn cloud_init_schema(path: &Path) -> (bool, String) {
+    let mut c = Command::new("cloud-init");
+    c.args(["schema", "--config-file"]).arg(path);
+    schema_status(
+        c,
+        "`cloud-init schema` (install the Debian package `cloud-init`, tests/setup-host.sh)",
     )
+}
+
+/// Debian 13's cloud-init (25.x, in a cached chroot built by tests/tools/cloud-init-25.sh; root
+/// needed) checks `path`; `args` add e.g. `--schema-type network-config`.
+/// NODEFORGE_SKIP_CLOUD_INIT_25=1 skips these checks (README, "Tests").
+fn cloud_init_25_schema(path: &Path, args: &[&str]) -> Option<(bool, String)> {
+    if std::env::var_os("NODEFORGE_SKIP_CLOUD_INIT_25").is_some_and(|v| v == "1") {
+        eprintln!("NODEFORGE_SKIP_CLOUD_INIT_25=1: cloud-init 25 schema checks skipped");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/cloud-init-25.sh");
+    let mut c = Command::new(&script);
+    c.arg(path).args(args);
+    Some(schema_status(
+        c,
+        "tests/tools/cloud-init-25.sh (needs root, mmdebstrap and a Debian mirror; NODEFORGE_SKIP_CLOUD_INIT_25=1 skips)",
+    ))
 }
 
 #[test]
@@ -246,9 +272,13 @@ fn cloud_init_schema_accepts_every_combination() {
                 sc.spawn(move || {
                     chunk
                         .iter()
-                        .filter_map(|(what, p)| {
+                        .flat_map(|(what, p)| {
                             let (ok, msg) = cloud_init_schema(p);
-                            (!ok).then(|| format!("{what}: {msg}"))
+                            let v22 = (!ok).then(|| format!("cloud-init 22.4: {what}: {msg}"));
+                            let v25 = cloud_init_25_schema(p, &[])
+                                .filter(|(ok, _)| !ok)
+                                .map(|(_, msg)| format!("cloud-init 25: {what}: {msg}"));
+                            v22.into_iter().chain(v25)
                         })
                         .collect::<Vec<_>>()
                 })
@@ -272,6 +302,44 @@ fn cloud_init_schema_can_fail() {
     )
     .unwrap();
     assert!(!cloud_init_schema(&p).0);
+    if let Some((ok, msg)) = cloud_init_25_schema(&p, &[]) {
+        assert!(!ok, "cloud-init 25 accepted a bad config: {msg}");
+    }
+    let good = dir.path().join("good");
+    std::fs::write(&good, "#cloud-config\nssh_pwauth: false\n").unwrap();
+    assert!(cloud_init_schema(&good).0);
+    if let Some((ok, msg)) = cloud_init_25_schema(&good, &[]) {
+        assert!(ok, "cloud-init 25 refused a good config: {msg}");
+    }
+}
+
+/// Every static network-config nodeforge renders passes cloud-init 25's network-config schema,
+/// and that schema can fail.
+#[test]
+fn network_config_schema_on_cloud_init_25() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::write(
+        &bad,
+        "network:\n  version: 2\n  ethernets:\n    eth0:\n      addresses: 12\n",
+    )
+    .unwrap();
+    let Some((ok, msg)) = cloud_init_25_schema(&bad, &["--schema-type", "network-config"]) else {
+        return;
+    };
+    assert!(!ok, "cloud-init 25 accepted a bad network-config: {msg}");
+    let c = cluster("sqlite", true, 1, false);
+    for host in ["cp1", "w1", "st1", "gpu1"] {
+        let seed = render(&c, host, family_for(&c, host), true);
+        let p = dir.path().join(host);
+        std::fs::write(&p, seed.file("network-config").expect("static node")).unwrap();
+        let (ok, msg) =
+            cloud_init_25_schema(&p, &["--schema-type", "network-config"]).expect("not skipped");
+        assert!(
+            ok,
+            "{host}: cloud-init 25 refused the network-config: {msg}"
+        );
+    }
 }
 
 /// Parse a network-config with cloud-init's own v2 parser and render it for systemd-networkd.
@@ -841,6 +909,93 @@ fn systemd_units_pass_systemd_analyze_verify() {
         assert!(
             out.status.success() && err.trim().is_empty(),
             "{host}: {err}"
+        );
+    }
+}
+
+/// `[nodes.k3s]` repeatable flags merge with nodeforge's own lists in every form k3s accepts.
+#[test]
+fn k3s_extra_lists_merge_with_nodeforge_lists() {
+    for (sans, taints, disable) in [
+        (
+            r#""vip.lan,10.0.0.100""#,
+            r#""dedicated=db:NoSchedule""#,
+            r#""traefik""#,
+        ),
+        (
+            r#"["vip.lan", "10.0.0.100"]"#,
+            r#"["dedicated=db:NoSchedule"]"#,
+            r#"["traefik"]"#,
+        ),
+        (
+            r#"["vip.lan,10.0.0.100"]"#,
+            r#""dedicated=db:NoSchedule""#,
+            r#""traefik,servicelb""#,
+        ),
+    ] {
+        let t = format!(
+            r#"
+[cluster]
+name = "t"
+k3s_version = "v1.33.5+k3s1"
+server = "https://10.0.0.10:6443"
+ssh_authorized_keys = ["ssh-ed25519 AAAA me@laptop"]
+
+[addons.metallb]
+addresses = ["10.0.0.200-10.0.0.220"]
+
+[[nodes]]
+hostname = "cp1"
+role = "server"
+board = "rpi4"
+address = "10.0.0.10/24"
+gateway = "10.0.0.1"
+dns = ["10.0.0.1"]
+[nodes.k3s]
+tls-san = {sans}
+node-taint = {taints}
+disable = {disable}
+kubelet-arg = "eviction-hard=memory.available<100Mi,nodefs.available<10%"
+
+[[nodes]]
+hostname = "w1"
+role = "agent"
+board = "rpi4"
+[nodes.k3s]
+node-label = "zone=attic,rack=r1"
+"#
+        );
+        let c = parse_cluster(&t, Some(Path::new("/nonexistent-dir/cluster.toml")))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let seed = render(&c, "cp1", Family::Raspios, true);
+        let k = k3s_yaml(&seed);
+        let strs = |key: &str| -> Vec<String> {
+            k[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key} is not a list: {:?}", k[key]))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            strs("tls-san"),
+            ["10.0.0.10", "vip.lan", "10.0.0.100"],
+            "{sans}"
+        );
+        assert_eq!(
+            strs("node-taint"),
+            [nodeforge::seed::SERVER_TAINT, "dedicated=db:NoSchedule"]
+        );
+        assert_eq!(strs("disable"), ["servicelb", "traefik"], "{disable}");
+        // kubelet args hold commas of their own: never split
+        assert_eq!(
+            strs("kubelet-arg"),
+            ["eviction-hard=memory.available<100Mi,nodefs.available<10%"]
+        );
+        let w = k3s_yaml(&render(&c, "w1", Family::Raspios, true));
+        assert_eq!(
+            w["node-label"],
+            serde_json::json!(["zone=attic", "rack=r1"])
         );
     }
 }

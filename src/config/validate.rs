@@ -1,9 +1,12 @@
-//! Validation rules of a resolved cluster: each issue names the node it concerns.
+//! Validation of a resolved cluster: every value nodeforge passes on is checked against the rule of
+//! the program that consumes it ([`super::rules`]). Each issue names the node, the key, the value
+//! and the rule; `parse_cluster` adds the file and line.
 
-use super::{Board, Cluster, Datastore, Network};
+use super::rules::{dns, host, k3s_flags, k8s, net, users, Rule, Violation};
+use super::{Board, Cluster, Datastore, Network, NodeSpec};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 /// How bad an issue is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +17,16 @@ pub enum Severity {
     Warning,
 }
 
+impl Severity {
+    /// `error` or `warning`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        }
+    }
+}
+
 /// One validation finding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Issue {
@@ -21,34 +34,89 @@ pub struct Issue {
     pub severity: Severity,
     /// The node concerned (`None` = the cluster).
     pub node: Option<String>,
-    /// What is wrong and how to fix it.
+    /// Key path of the value: `cluster.server`, or relative to the node's `[[nodes]]` entry
+    /// (`labels.1`, `k3s.tls-san`); `None` when no single value is at fault.
+    pub key: Option<String>,
+    /// The offending value as written.
+    pub value: Option<String>,
+    /// The consumer's rule broken, when there is one.
+    pub rule: Option<&'static Rule>,
+    /// What is wrong and how to fix it (with the rule and its source when there is a rule).
     pub message: String,
+    /// 1-based line in the cluster file (filled in by `parse_cluster`).
+    pub line: Option<usize>,
 }
 
 impl Issue {
     /// An error.
     pub fn error(node: Option<String>, message: impl Into<String>) -> Issue {
-        Issue {
-            severity: Severity::Error,
-            node,
-            message: message.into(),
-        }
+        Issue::new(Severity::Error, node, message)
     }
     /// A warning.
     pub fn warning(node: Option<String>, message: impl Into<String>) -> Issue {
+        Issue::new(Severity::Warning, node, message)
+    }
+    fn new(severity: Severity, node: Option<String>, message: impl Into<String>) -> Issue {
         Issue {
-            severity: Severity::Warning,
+            severity,
             node,
+            key: None,
+            value: None,
+            rule: None,
             message: message.into(),
+            line: None,
         }
     }
+    /// An issue for the value `value` at `key` breaking `v`'s rule.
+    pub fn broken(
+        severity: Severity,
+        node: Option<String>,
+        key: &str,
+        value: &str,
+        v: &Violation,
+    ) -> Issue {
+        Issue {
+            severity,
+            node,
+            key: Some(key.to_string()),
+            value: Some(value.to_string()),
+            rule: Some(v.rule),
+            message: format!("`{}`: {v}", display_key(key)),
+            line: None,
+        }
+    }
+    /// The issue as JSON for `check --json`: severity, file, line, node, key, value, rule, source,
+    /// message.
+    pub fn to_json(&self, file: &str) -> serde_json::Value {
+        serde_json::json!({
+            "severity": self.severity.as_str(),
+            "file": file,
+            "line": self.line,
+            "node": self.node,
+            "key": self.key.as_deref().map(display_key),
+            "value": self.value,
+            "rule": self.rule.map(|r| r.name),
+            "source": self.rule.map(|r| r.source),
+            "message": self.message,
+        })
+    }
+}
+
+/// A key path without list indexes (`labels.1` → `labels`).
+pub fn display_key(path: &str) -> String {
+    path.split('.')
+        .filter(|p| p.parse::<usize>().is_err())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 impl fmt::Display for Issue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.node {
-            Some(n) => write!(f, "node {n}: {}", self.message),
-            None => write!(f, "{}", self.message),
+        match (&self.node, self.line) {
+            (Some(n), Some(l)) => write!(f, "node {n} (line {l}): {}", self.message),
+            (Some(n), None) => write!(f, "node {n}: {}", self.message),
+            (None, Some(l)) => write!(f, "line {l}: {}", self.message),
+            (None, None) => write!(f, "{}", self.message),
         }
     }
 }
@@ -56,132 +124,217 @@ impl fmt::Display for Issue {
 /// RFC 1123 label, lower case (Kubernetes node names are lower case): 1–63 of `[a-z0-9-]`,
 /// starting and ending with a letter or digit.
 pub fn is_rfc1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    dns::is_label(s)
 }
 
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    }
+/// Collects issues for one owner (the cluster or a node).
+struct Sink<'a> {
+    v: &'a mut Vec<Issue>,
+    node: Option<String>,
 }
 
-fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
-    let m = mask(prefix);
-    u32::from(a) & m == u32::from(b) & m
-}
-
-fn label_ok(l: &str) -> Result<(), String> {
-    let (key, _val) = l
-        .split_once('=')
-        .ok_or_else(|| format!("label {l:?} must be key=value"))?;
-    if key.is_empty() {
-        return Err(format!("label {l:?} has an empty key"));
-    }
-    if let Some((prefix, _)) = key.split_once('/') {
-        // Kubernetes lets a kubelet set only these labels in its own namespaces (NodeRestriction).
-        const ALLOWED_KEYS: &[&str] = &[
-            "kubernetes.io/hostname",
-            "kubernetes.io/arch",
-            "kubernetes.io/os",
-            "topology.kubernetes.io/zone",
-            "topology.kubernetes.io/region",
-            "node.kubernetes.io/instance-type",
-        ];
-        let restricted = prefix.ends_with("kubernetes.io") || prefix.ends_with("k8s.io");
-        let allowed = prefix.ends_with("node.kubernetes.io")
-            || prefix.ends_with("kubelet.kubernetes.io")
-            || ALLOWED_KEYS.contains(&key);
-        if restricted && !allowed {
-            return Err(format!(
-                "label {l:?}: k3s rejects kubernetes.io/k8s.io labels at registration"
-            ));
+impl Sink<'_> {
+    fn check<T>(&mut self, key: &str, value: &str, r: Result<T, Violation>) -> Option<T> {
+        match r {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.v.push(Issue::broken(
+                    Severity::Error,
+                    self.node.clone(),
+                    key,
+                    value,
+                    &e,
+                ));
+                None
+            }
         }
     }
-    Ok(())
-}
-
-fn taint_ok(t: &str) -> Result<(), String> {
-    let (kv, effect) = t
-        .rsplit_once(':')
-        .ok_or_else(|| format!("taint {t:?} must be key=value:Effect"))?;
-    if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-        return Err(format!(
-            "taint {t:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"
+    fn warn(&mut self, key: &str, value: &str, rule: &'static Rule, msg: String) {
+        self.v.push(Issue::broken(
+            Severity::Warning,
+            self.node.clone(),
+            key,
+            value,
+            &Violation::new(rule, msg),
         ));
     }
-    if kv.is_empty() || kv.starts_with('=') {
-        return Err(format!("taint {t:?} has an empty key"));
-    }
-    Ok(())
-}
-
-fn quirk_ok(q: &str) -> bool {
-    let parts: Vec<&str> = q.split(':').collect();
-    let hex4 = |s: &str| s.len() == 4 && s.chars().all(|c| c.is_ascii_hexdigit());
-    match parts.as_slice() {
-        [v, p] => hex4(v) && hex4(p),
-        [v, p, f] => {
-            hex4(v) && hex4(p) && !f.is_empty() && f.chars().all(|c| c.is_ascii_alphabetic())
-        }
-        _ => false,
+    fn error(&mut self, msg: impl Into<String>) {
+        self.v.push(Issue::error(self.node.clone(), msg));
     }
 }
 
-/// Check a resolved cluster. Unknown roles, boards and add-ons are caught while resolving
-/// (`parse_cluster`); everything else is here.
+/// Check a resolved cluster. Unknown roles, boards and add-ons, and malformed static addresses,
+/// are caught while resolving (`parse_cluster`); everything else is here.
 pub fn validate(c: &Cluster) -> Vec<Issue> {
     let mut v = Vec::new();
-    let cl = |m: String| Issue::error(None, m);
+    cluster_values(c, &mut v);
+    for n in &c.nodes {
+        node_values(n, &mut v);
+    }
+    topology(c, &mut v);
+    addons(c, &mut v);
+    v
+}
 
+fn cluster_values(c: &Cluster, v: &mut Vec<Issue>) {
+    let mut s = Sink { v, node: None };
     if c.name.trim().is_empty() {
-        v.push(cl("`cluster.name` is empty".into()));
+        s.error("`cluster.name` is empty");
     }
     if !c.k3s_version.starts_with('v') || !c.k3s_version.contains("+k3s") {
-        v.push(cl(format!(
+        s.error(format!(
             "`cluster.k3s_version` {:?} should look like v1.33.5+k3s1",
             c.k3s_version
-        )));
+        ));
     }
-    if !c.server.starts_with("https://") || c.server_host().map_or(true, str::is_empty) {
-        v.push(cl(format!(
-            "`cluster.server` {:?} must be https://HOST:PORT (the registration address)",
-            c.server
-        )));
+    s.check("cluster.server", &c.server, net::server_url(&c.server));
+    s.check(
+        "cluster.admin_user",
+        &c.admin_user,
+        users::admin_user(&c.admin_user),
+    );
+    s.check("cluster.timezone", &c.timezone, host::timezone(&c.timezone));
+    if let Some(d) = &c.domain {
+        s.check("cluster.domain", d, dns::domain(d));
+    }
+    for (i, san) in c.tls_san.iter().enumerate() {
+        s.check(&format!("cluster.tls_san.{i}"), san, net::tls_san(san));
+    }
+    if let Datastore::Postgres { endpoint } = &c.datastore {
+        let shown = net::redact_password(endpoint);
+        s.check("cluster.datastore", &shown, net::datastore_url(endpoint));
     }
     if c.ssh_authorized_keys.is_empty() {
-        v.push(Issue::warning(
+        s.v.push(Issue::warning(
             None,
             "`cluster.ssh_authorized_keys` is empty: nobody can log in to the nodes",
         ));
     }
-    if let Some(d) = &c.domain {
-        if d.split('.').any(|l| !is_rfc1123_label(l)) {
-            v.push(cl(format!(
-                "`cluster.domain` {d:?} is not a valid DNS name"
-            )));
+    if c.nodes.is_empty() {
+        s.error("the cluster has no [[nodes]]");
+    }
+    for (name, _) in &c.user_manifests {
+        let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
+        if stem.split('.').any(|l| !is_rfc1123_label(l)) {
+            s.error(format!(
+                "overlays/manifests/{name}: k3s needs RFC 1123 manifest names (lower-case letters, digits, '-', '.')"
+            ));
         }
     }
-    if c.nodes.is_empty() {
-        v.push(cl("the cluster has no [[nodes]]".into()));
-    }
+}
 
-    // hostnames
+fn node_values(n: &NodeSpec, v: &mut Vec<Issue>) {
+    let mut s = Sink {
+        v,
+        node: Some(n.hostname.clone()),
+    };
+    s.check("hostname", &n.hostname, dns::hostname(&n.hostname));
+    if let Some(i) = &n.interface {
+        s.check("interface", i, net::interface_name(i));
+    }
+    if let Network::Static { dns, .. } = &n.network {
+        if dns.is_empty() {
+            let msg = "a static address without `dns`: the network-config has no nameservers, so apt, image pulls and NTP fail (add e.g. dns = [\"10.0.0.1\"])";
+            if n.board == Board::X86_64 {
+                s.check::<()>("address", "", Err(Violation::new(&net::DNS_SERVERS, msg)));
+            } else {
+                s.warn("address", "", &net::DNS_SERVERS, msg.to_string());
+            }
+        }
+        if n.board == Board::X86_64 && n.interface.is_none() {
+            s.error("a static address on x86_64 needs `interface` (e.g. \"enp1s0\"): Debian uses predictable NIC names and cloud-init 22.4 ignores `match: name` globs");
+        }
+    }
+    if let Network::Static { gateway: None, .. } = &n.network {
+        s.v.push(Issue::warning(
+            s.node.clone(),
+            "static address without `gateway`: the node has no default route",
+        ));
+    }
+    for (i, q) in n.usb_quirks.iter().enumerate() {
+        s.check(&format!("usb_quirks.{i}"), q, host::usb_quirk(q));
+    }
+    if !n.usb_quirks.is_empty() && n.board != Board::Rpi4 {
+        s.error("usb_quirks apply to rpi4 nodes only");
+    }
+    if let Some(d) = &n.data_disk {
+        if let Some(host::DiskPath::KernelName) = s.check("data_disk", d, host::data_disk(d)) {
+            s.warn(
+                "data_disk",
+                d,
+                &host::DATA_DISK,
+                format!("data_disk {d:?} is a kernel name, which can change between boots (another disk plugged in first): prefer /dev/disk/by-id/..."),
+            );
+        }
+        if n.profile.data_disk_mount.is_none() {
+            s.error(format!(
+                "role {} takes no `data_disk` (use arm-worker-storage)",
+                n.role
+            ));
+        }
+        if n.board == Board::Rpi4 {
+            // docs/raspberry-pi-eeprom.md#known-traps: with a second USB disk attached the EEPROM may try the wrong drive first.
+            s.v.push(Issue::warning(
+                s.node.clone(),
+                "boots from USB and has a data_disk: the Pi 4 bootloader may try the data disk \
+                 first (set BOOT_ORDER and USB_MSD_DISCOVER_TIMEOUT with `nodeforge eeprom`, or \
+                 plug the boot drive into the port the bootloader scans first). Once booted, \
+                 nodeforge images mount root and boot by PARTUUID or label, so moving device \
+                 names (sda/sdb) cannot swap the root disk; the data disk is formatted only when \
+                 it holds no filesystem",
+            ));
+        }
+    }
+    for (i, l) in n.labels.iter().enumerate() {
+        s.check(&format!("labels.{i}"), l, k8s::node_label(l));
+    }
+    for (i, t) in n.taints.iter().enumerate() {
+        s.check(&format!("taints.{i}"), t, k8s::node_taint(t));
+    }
+    let pkey = |what: &str| format!("profile {} {what}", n.profile.name);
+    for l in &n.profile.node_labels {
+        s.check(&pkey("node_labels"), l, k8s::node_label(l));
+    }
+    for t in &n.profile.node_taints {
+        s.check(&pkey("node_taints"), t, k8s::node_taint(t));
+    }
+    let server = n.is_server();
+    for (table, prefix) in [(&n.profile.k3s, pkey("k3s")), (&n.k3s_extra, "k3s".into())] {
+        for (k, val) in table {
+            let key = format!("{prefix}.{k}");
+            let shown = val.to_string();
+            if k3s_flags::SET_BY_NODEFORGE.contains(&k.as_str()) {
+                s.error(format!(
+                    "k3s key `{k}` is set by nodeforge: remove it from the node's/profile's [k3s] table"
+                ));
+                continue;
+            }
+            let Some(kind) = s.check(&key, &shown, k3s_flags::check(k, val, server)) else {
+                continue;
+            };
+            let k3s_flags::Kind::List { split } = kind else {
+                continue;
+            };
+            for item in k3s_flags::list_items(val, split) {
+                let r = match k.as_str() {
+                    "tls-san" => net::tls_san(&item),
+                    "node-label" => k8s::node_label(&item),
+                    "node-taint" => k8s::node_taint(&item),
+                    _ => Ok(()),
+                };
+                s.check(&key, &item, r);
+            }
+        }
+    }
+}
+
+fn topology(c: &Cluster, v: &mut Vec<Issue>) {
     let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut by_addr: BTreeMap<Ipv4Addr, Vec<&str>> = BTreeMap::new();
     for n in &c.nodes {
         *by_name.entry(n.hostname.as_str()).or_default() += 1;
-        if !is_rfc1123_label(&n.hostname) {
-            v.push(Issue::error(
-                Some(n.hostname.clone()),
-                "hostname is not an RFC 1123 label (1-63 lower-case letters, digits and '-', not starting or ending with '-')",
-            ));
+        if let Some(a) = n.ip() {
+            by_addr.entry(a).or_default().push(&n.hostname);
         }
     }
     for (name, count) in by_name {
@@ -190,51 +343,6 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
                 Some(name.to_string()),
                 format!("duplicate hostname ({count} nodes are named {name})"),
             ));
-        }
-    }
-
-    // addresses
-    let mut by_addr: BTreeMap<Ipv4Addr, Vec<&str>> = BTreeMap::new();
-    for n in &c.nodes {
-        let who = Some(n.hostname.clone());
-        if let Network::Static {
-            address,
-            prefix,
-            gateway,
-            ..
-        } = &n.network
-        {
-            by_addr.entry(*address).or_default().push(&n.hostname);
-            if let Some(g) = gateway {
-                if !same_subnet(*address, *g, *prefix) {
-                    v.push(Issue::error(
-                        who.clone(),
-                        format!("address {address}/{prefix} is outside its gateway {g}'s subnet"),
-                    ));
-                }
-                if g == address {
-                    v.push(Issue::error(who.clone(), "address equals its gateway"));
-                }
-            } else {
-                v.push(Issue::warning(
-                    who.clone(),
-                    "static address without `gateway`: the node has no default route",
-                ));
-            }
-            if n.board == Board::X86_64 && n.interface.is_none() {
-                v.push(Issue::error(
-                    who.clone(),
-                    "a static address on x86_64 needs `interface` (e.g. \"enp1s0\"): Debian uses predictable NIC names and cloud-init 22.4 ignores `match: name` globs",
-                ));
-            }
-        }
-        if let Some(i) = &n.interface {
-            if i.is_empty() || i.len() > 15 || i.contains(['/', ' ', '*']) {
-                v.push(Issue::error(
-                    who.clone(),
-                    format!("interface {i:?} is not a NIC name"),
-                ));
-            }
         }
     }
     for (addr, names) in by_addr {
@@ -250,8 +358,6 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
             }
         }
     }
-
-    // roles and boards
     let servers: Vec<&str> = c.servers().map(|n| n.hostname.as_str()).collect();
     let agents: Vec<&str> = c
         .nodes
@@ -260,10 +366,9 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
         .map(|n| n.hostname.as_str())
         .collect();
     for n in &c.nodes {
-        let who = Some(n.hostname.clone());
         if !n.profile.boards.contains(&n.board) {
             v.push(Issue::error(
-                who.clone(),
+                Some(n.hostname.clone()),
                 format!(
                     "role {} runs on {} only, not on {}",
                     n.role,
@@ -277,67 +382,6 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
                 ),
             ));
         }
-        if n.data_disk.is_some() && n.profile.data_disk_mount.is_none() {
-            v.push(Issue::error(
-                who.clone(),
-                format!(
-                    "role {} takes no `data_disk` (use arm-worker-storage)",
-                    n.role
-                ),
-            ));
-        }
-        if let (Some(_), Board::Rpi4) = (&n.data_disk, n.board) {
-            // docs/raspberry-pi-eeprom.md#known-traps: with a second USB disk attached the EEPROM may try the wrong drive first.
-            v.push(Issue::warning(
-                who.clone(),
-                "boots from USB and has a data_disk: the Pi 4 bootloader may try the data disk \
-                 first (set BOOT_ORDER and USB_MSD_DISCOVER_TIMEOUT with `nodeforge eeprom`, or \
-                 plug the boot drive into the port the bootloader scans first). Once booted, \
-                 nodeforge images mount root and boot by PARTUUID or label, so moving device \
-                 names (sda/sdb) cannot swap the root disk; the data disk is formatted only when \
-                 it holds no filesystem",
-            ));
-        }
-        if let Some(d) = &n.data_disk {
-            if !d.starts_with("/dev/") {
-                v.push(Issue::error(
-                    who.clone(),
-                    format!("data_disk {d:?} must be a /dev/ path (prefer /dev/disk/by-id/...)"),
-                ));
-            }
-        }
-        if !n.usb_quirks.is_empty() && n.board != Board::Rpi4 {
-            v.push(Issue::error(
-                who.clone(),
-                "usb_quirks apply to rpi4 nodes only",
-            ));
-        }
-        for q in &n.usb_quirks {
-            if !quirk_ok(q) {
-                v.push(Issue::error(
-                    who.clone(),
-                    format!("usb quirk {q:?} must be VVVV:PPPP or VVVV:PPPP:flags (hex ids)"),
-                ));
-            }
-        }
-        for l in n.labels.iter().chain(&n.profile.node_labels) {
-            if let Err(e) = label_ok(l) {
-                v.push(Issue::error(who.clone(), e));
-            }
-        }
-        for t in n.taints.iter().chain(&n.profile.node_taints) {
-            if let Err(e) = taint_ok(t) {
-                v.push(Issue::error(who.clone(), e));
-            }
-        }
-        for k in ["token", "server", "datastore-endpoint", "node-name"] {
-            if n.k3s_extra.contains_key(k) || n.profile.k3s.contains_key(k) {
-                v.push(Issue::error(
-                    who.clone(),
-                    format!("k3s key `{k}` is set by nodeforge: remove it from the node's/profile's [k3s] table"),
-                ));
-            }
-        }
     }
     if !agents.is_empty() && servers.is_empty() {
         v.push(Issue::error(
@@ -345,22 +389,32 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
             "agents but no node with role `server`: they have nothing to join",
         ));
     }
+    let who = Some(servers.join(", ")).filter(|s| !s.is_empty());
     match &c.datastore {
         Datastore::Etcd => {
-            if servers.len() % 2 == 0 && !servers.is_empty() {
-                v.push(Issue::error(
-                    Some(servers.join(", ")),
-                    format!(
-                        "embedded etcd needs an odd number of servers for quorum, found {}",
-                        servers.len()
-                    ),
-                ));
+            let count = servers.len().to_string();
+            match host::etcd_servers(servers.len()) {
+                Err(e) => v.push(Issue::broken(
+                    Severity::Error,
+                    who,
+                    "cluster.datastore",
+                    &count,
+                    &e,
+                )),
+                Ok(Some(note)) => v.push(Issue::broken(
+                    Severity::Warning,
+                    who,
+                    "cluster.datastore",
+                    &count,
+                    &Violation::new(&host::ETCD_QUORUM, note),
+                )),
+                Ok(None) => {}
             }
         }
         Datastore::Sqlite => {
             if servers.len() > 1 {
                 v.push(Issue::error(
-                    Some(servers.join(", ")),
+                    who,
                     "sqlite supports one server only: use datastore = \"etcd\" (odd count) or postgres",
                 ));
             }
@@ -368,13 +422,12 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
         Datastore::Postgres { .. } => {
             if servers.len() == 1 {
                 v.push(Issue::warning(
-                    Some(servers.join(", ")),
+                    who,
                     "postgres datastore with a single server: add a second server for HA",
                 ));
             }
         }
     }
-
     // the registration address: an IP that no server has is likely a typo (or a VIP)
     if let Some(ip) = c.server_host().and_then(|h| h.parse::<Ipv4Addr>().ok()) {
         let static_servers: Vec<Ipv4Addr> = c.servers().filter_map(|n| n.ip()).collect();
@@ -388,21 +441,45 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
             ));
         }
     }
-    for (name, _) in &c.user_manifests {
-        let stem = name.trim_end_matches(".yaml").trim_end_matches(".yml");
-        if stem.split('.').any(|l| !is_rfc1123_label(l)) {
-            v.push(cl(format!(
-                "overlays/manifests/{name}: k3s needs RFC 1123 manifest names (lower-case letters, digits, '-', '.')"
-            )));
-        }
-    }
+}
 
-    // add-ons
+fn addons(c: &Cluster, v: &mut Vec<Issue>) {
     if let Some(m) = &c.addons.metallb {
         if m.addresses.is_empty() {
-            v.push(cl(
-                "[addons.metallb] needs `addresses` (e.g. [\"10.0.0.200-10.0.0.220\"])".into(),
+            v.push(Issue::error(
+                None,
+                "[addons.metallb] needs `addresses` (e.g. [\"10.0.0.200-10.0.0.220\"])",
             ));
+        }
+        let mut s = Sink { v, node: None };
+        for (i, a) in m.addresses.iter().enumerate() {
+            let key = format!("addons.metallb.addresses.{i}");
+            let Some(range) = s.check(&key, a, net::metallb_entry(a)) else {
+                continue;
+            };
+            let mut used: Vec<(String, IpAddr)> = c
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    n.ip()
+                        .map(|ip| (format!("node {}", n.hostname), IpAddr::V4(ip)))
+                })
+                .collect();
+            if let Some(ip) = c.server_host().and_then(|h| h.parse::<IpAddr>().ok()) {
+                used.push(("the registration address".into(), ip));
+            }
+            for (who, ip) in used {
+                if range.contains(ip) {
+                    s.check::<()>(
+                        &key,
+                        a,
+                        Err(Violation::new(
+                            &net::METALLB_RANGE,
+                            format!("address pool {a:?} holds {ip}, the address of {who}: MetalLB would hand it to a service"),
+                        )),
+                    );
+                }
+            }
         }
     }
     if c.addons.longhorn.is_some() && !c.nodes.iter().any(|n| n.profile.multipath_blacklist) {
@@ -417,5 +494,4 @@ pub fn validate(c: &Cluster) -> Vec<Issue> {
             "[addons.nvidia-device-plugin] is on but no node has role gpu-worker",
         ));
     }
-    v
 }

@@ -1,5 +1,7 @@
-//! The k3s `config.yaml` of a node (keys per docs/k3s.md#configuration-file).
+//! The k3s `config.yaml` of a node (keys per docs/k3s.md#configuration-file; rules in
+//! docs/cluster-file-rules.md).
 
+use crate::config::rules::k3s_flags::{self, Kind};
 use crate::config::{endpoint_with_password, Cluster, Datastore, NodeSpec};
 use crate::secrets::Secrets;
 use anyhow::{Context, Result};
@@ -44,21 +46,30 @@ impl K3sConfig {
     pub fn keys(&self) -> Vec<&str> {
         self.0.iter().map(|(k, _)| k.as_str()).collect()
     }
-    /// Merge a user table: lists are appended (without duplicates) to existing lists, other values
-    /// replace.
-    fn merge(&mut self, t: &toml::Table) -> Result<()> {
+    /// Merge a user `[k3s]` table. Repeatable k3s flags (`tls-san`, `node-label`, `node-taint`,
+    /// `kubelet-arg`, `disable`, ...; [`k3s_flags::FLAGS`]) are appended to nodeforge's own list
+    /// without duplicates, whether the user wrote a list, one string, or (for flags k3s splits
+    /// itself) a comma-separated string; other values replace. Unknown keys were refused by
+    /// validation; here they are kept as written.
+    fn merge(&mut self, t: &toml::Table, server: bool) -> Result<()> {
         for (k, v) in t {
-            let v = serde_json::to_value(v).with_context(|| format!("k3s key {k}"))?;
-            match (self.0.iter_mut().find(|(ek, _)| ek == k), v) {
-                (Some((_, Value::Array(old))), Value::Array(new)) => {
-                    for x in new {
-                        if !old.contains(&x) {
-                            old.push(x);
+            if let Some(Kind::List { split }) = k3s_flags::lookup(k, server) {
+                let items = k3s_flags::list_items(v, split);
+                let new: Vec<Value> = items.into_iter().map(Value::String).collect();
+                match self.0.iter_mut().find(|(ek, _)| ek == k) {
+                    Some((_, Value::Array(old))) => {
+                        for x in new {
+                            if !old.contains(&x) {
+                                old.push(x);
+                            }
                         }
                     }
+                    _ => self.set(k, Value::Array(new)),
                 }
-                (_, v) => self.set(k, v),
+                continue;
             }
+            let v = serde_json::to_value(v).with_context(|| format!("k3s key {k}"))?;
+            self.set(k, v);
         }
         Ok(())
     }
@@ -162,8 +173,8 @@ pub fn k3s_config(c: &Cluster, n: &NodeSpec, s: &Secrets) -> Result<K3sConfig> {
     if !labels.is_empty() {
         k.set("node-label", strs(&labels));
     }
-    k.merge(&n.profile.k3s)?;
-    k.merge(&n.k3s_extra)?;
+    k.merge(&n.profile.k3s, n.is_server())?;
+    k.merge(&n.k3s_extra, n.is_server())?;
     Ok(k)
 }
 

@@ -234,7 +234,8 @@ impl Session {
     }
 }
 
-fn board_arch_families(board: Board) -> &'static [Family] {
+/// Base families that can serve `board`.
+pub fn board_arch_families(board: Board) -> &'static [Family] {
     match board {
         Board::Rpi4 => &[Family::Raspios, Family::UbuntuRaspi, Family::DebianRaspi],
         Board::X86_64 => &[Family::DebianGeneric],

@@ -61,6 +61,10 @@ pub struct DevicesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// List every whole disk with a medium (internal disks and loop devices too), not only
+    /// removable and USB ones.
+    #[arg(long)]
+    pub all: bool,
     /// Root holding sys/ and proc/self/mountinfo (tests).
     #[arg(long, hide = true, default_value = "/")]
     pub sysroot: PathBuf,
@@ -330,15 +334,17 @@ fn finish(t: &Opened) {
 
 /// Run `nodeforge devices`.
 pub fn cmd_devices(a: &DevicesArgs) -> Result<()> {
-    let disks = devices::list_disks(&a.sysroot)?;
+    let disks = devices::list_disks(&a.sysroot, a.all)?;
     if a.json {
         let v: Vec<_> = disks
             .iter()
             .map(|d| {
                 serde_json::json!({
                     "path": d.path, "model": d.model, "vendor": d.vendor, "serial": d.serial,
-                    "size": d.size, "removable": d.removable, "usb": d.usb,
+                    "size": d.size, "transport": d.transport, "removable": d.removable,
+                    "usb": d.usb, "read_only": d.read_only,
                     "mounted": !d.mounted.is_empty(), "mountpoints": d.mounted,
+                    "mounted_partitions": d.mounts,
                 })
             })
             .collect();
@@ -346,25 +352,41 @@ pub fn cmd_devices(a: &DevicesArgs) -> Result<()> {
         return Ok(());
     }
     if disks.is_empty() {
-        eprintln!("no removable or USB disks found");
+        eprintln!(
+            "no {}disks found",
+            if a.all { "" } else { "removable or USB " }
+        );
         return Ok(());
     }
     println!(
-        "{:<12} {:>10}  {:<9} {:<28} MOUNTED",
-        "PATH", "SIZE", "REMOVABLE", "MODEL"
+        "{:<14} {:>10}  {:<6} {:<9} {:<28} MOUNTED",
+        "PATH", "SIZE", "TRAN", "REMOVABLE", "MODEL"
     );
     for d in &disks {
         let model = format!("{} {}", d.vendor, d.model);
         println!(
-            "{:<12} {:>10}  {:<9} {:<28} {}",
+            "{:<14} {:>10}  {:<6} {:<9} {:<28} {}",
             d.path.display(),
             devices::human(d.size),
-            if d.removable { "yes" } else { "no (usb)" },
-            model.trim(),
-            if d.mounted.is_empty() {
+            if d.transport.is_empty() {
+                "-"
+            } else {
+                &d.transport
+            },
+            if d.removable { "yes" } else { "no" },
+            if model.trim().is_empty() {
+                "-"
+            } else {
+                model.trim()
+            },
+            if d.mounts.is_empty() {
                 "-".to_string()
             } else {
-                d.mounted.join(",")
+                d.mounts
+                    .iter()
+                    .map(|m| format!("{} on {}", m.device, m.mountpoint))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
     }

@@ -17,7 +17,8 @@ const BLKFLSBUF: u64 = 0x1261;
 /// `BLKRRPART` (`_IO(0x12, 95)`, linux/fs.h): re-read the partition table.
 const BLKRRPART: u64 = 0x125f;
 
-/// Test-only seam, documented in README "Tests": after the byte at this offset was written and
+/// Test-only seam, documented in README "Tests": `OFFSET` (during the image write) or
+/// `seed:OFFSET` (during `flash --node`'s seed write): after the byte at OFFSET was written and
 /// synced, and before it is read back, flip it on the medium (see [`Disk::corrupt_for_test`]).
 pub const CORRUPT_ENV: &str = "NODEFORGE_TEST_CORRUPT_AFTER_WRITE";
 
@@ -177,16 +178,18 @@ impl Disk {
         Ok(())
     }
 
-    /// Test seam (test-only, see [`CORRUPT_ENV`]): when the variable names an offset inside
-    /// `from..to` (a span just written and synced, not yet read back), flip that byte on the
+    /// Test seam (test-only, see [`CORRUPT_ENV`]): when the variable names `phase` (`image` or
+    /// `seed`) and an offset inside `from..to` (a span just written and synced, not yet read
+    /// back), flip that byte on the
     /// medium. For a loop device that is its backing file, behind the device's page cache, so
     /// only a read-back that really reads the medium sees it (a stick that stored other bytes
     /// than it was sent); for a regular file it is the file. Other devices are never touched.
-    pub fn corrupt_for_test(&self, from: u64, to: u64) -> Result<()> {
-        let Some(off) = std::env::var(CORRUPT_ENV)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        else {
+    pub fn corrupt_for_test(&self, phase: &str, from: u64, to: u64) -> Result<()> {
+        let Ok(v) = std::env::var(CORRUPT_ENV) else {
+            return Ok(());
+        };
+        let (want, num) = v.trim().split_once(':').unwrap_or(("image", v.trim()));
+        let Some(off) = num.parse::<u64>().ok().filter(|_| want == phase) else {
             return Ok(());
         };
         if off < from || off >= to {

@@ -791,12 +791,20 @@ fn write_image(image: &Path, plan: &Plan, t: &Opened, opts: &FlashOptions) -> Re
     });
     let o = match res {
         Ok(o) => o,
-        Err(e) => {
-            if t.created {
-                let _ = std::fs::remove_file(&t.name);
-            }
+        Err(e) if t.created => {
+            let _ = std::fs::remove_file(&t.name);
             return Err(e);
         }
+        Err(e) if t.device => {
+            return Err(e.context(format!(
+                "writing {} to {} failed: the device holds a partly written or unverified image \
+                 and must not be booted. Run the same command again (another stick if it fails \
+                 the same way)",
+                image.display(),
+                t.name.display()
+            )))
+        }
+        Err(e) => return Err(e),
     };
     Ok(FlashReport {
         target: t.name.clone(),

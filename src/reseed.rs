@@ -296,7 +296,7 @@ fn write_dense(img: &FatImage, target: &Disk, start: u64) -> Result<u64> {
     // Read back what was written, past the page cache: a flaky stick is caught here, not at
     // first boot.
     target.sync()?;
-    target.corrupt_for_test(start, start + len)?;
+    target.corrupt_for_test("seed", start, start + len)?;
     target.drop_cache(start, len);
     let mut back = vec![0u8; buf.len()];
     done = 0;

@@ -211,7 +211,7 @@ pub fn run(src: &Source, sink: &Sink, verify: bool, progress: bool) -> Result<Ou
                     .lock()
                     .map_err(|_| anyhow!("verify gate poisoned"))?;
                 let from = from.min(size);
-                sink.disk.corrupt_for_test(from, size)?;
+                sink.disk.corrupt_for_test("image", from, size)?;
                 sink.disk.drop_cache(from, size - from);
             }
             Ok((wr, size, late))
@@ -296,7 +296,9 @@ impl Progress<'_> {
             // Synced and dropped from the cache before the verifiers may read it: they read
             // what the medium holds, not the pages we wrote from.
             self.sink.disk.sync()?;
-            self.sink.disk.corrupt_for_test(self.synced, self.end)?;
+            self.sink
+                .disk
+                .corrupt_for_test("image", self.synced, self.end)?;
             self.sink
                 .disk
                 .drop_cache(self.synced, self.end - self.synced);

@@ -220,9 +220,14 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
     if let Some(s) = &seeding {
         let name = &s.node;
         let tn = t.name.display();
+        let how = if report.verified.is_some() {
+            "written and verified"
+        } else {
+            "written, not verified"
+        };
         let prepared = s.prepare(&t.disk).with_context(|| {
             format!(
-                "{tn} now holds the image {} (written and verified) but NOT node {name}'s seed \
+                "{tn} now holds the image {} ({how}) but NOT node {name}'s seed \
                  (no hostname, token or node password: it would not join). Nothing of the seed \
                  was written. Re-run the same command to finish",
                 a.image.display()

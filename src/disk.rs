@@ -5,6 +5,7 @@
 //! where `lseek(fd, 0, SEEK_END)` lands, the same number the `BLKGETSIZE64` ioctl and
 //! `blockdev --getsize64` report (Linux `block/fops.c`: block devices seek relative to the
 //! device's size). Every size that may be a device's comes from [`size_of`].
+//! Rules and sources: docs/block-devices.md.
 
 use anyhow::{Context, Result};
 use std::fs::{File, OpenOptions};

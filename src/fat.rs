@@ -352,8 +352,10 @@ impl FatImage {
             }
         }
         let end = offset + self.size();
-        let cur = crate::disk::size_of(out)
-            .context("reading the output's size before writing the FAT")?;
+        let cur = out
+            .metadata()
+            .context("reading the output's metadata before writing the FAT")?
+            .len();
         if cur < end {
             out.set_len(end)
                 .context("extending the output for the FAT volume")?;

@@ -490,6 +490,85 @@ fn flash_node_on_a_loop_device_writes_the_seed_of_nodeforge_build() {
     // Re-running finishes the stick.
     let o = node("cp1", &[]);
     assert!(o.status.success(), "{}", stderr(&o));
+    drop(lo);
+
+    // The x86 agent: a GPT image whose seed is on a CIDATA partition, from a .img.gz without
+    // a bmap (its size and partitions are learned from the stream before writing).
+    let o = lab.build(&["w1"]);
+    assert!(o.status.success(), "build w1: {}", stderr(&o));
+    let o = lab.build_to("gen", &["--generic", "--role", "agent", "--compress", "gz"]);
+    assert!(o.status.success(), "build --generic agent: {}", stderr(&o));
+    let gz = lab.path("alone/agent.img.gz");
+    fs::create_dir_all(gz.parent().unwrap()).unwrap();
+    fs::copy(
+        lab.path("gen/lab-agent-x86_64/lab-agent-x86_64.img.gz"),
+        &gz,
+    )
+    .unwrap();
+    let per_node = lab.path("out/w1/w1.img");
+    let size = fs::metadata(&per_node).unwrap().len();
+    let lo = Loop::sparse(&lab.dir, "stick-x86", size + (32 << 20));
+    let o = Command::new(BIN)
+        .current_dir(&lab.dir)
+        .args([
+            "flash",
+            "--yes",
+            "--force",
+            "--node",
+            "w1",
+            "-c",
+            "cluster.toml",
+        ])
+        .arg(&gz)
+        .arg(&lo.dev)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "flash --node w1: {}", stderr(&o));
+    lo.rescan();
+    let table: serde_json::Value =
+        serde_json::from_str(&ok("sfdisk", &["-J", per_node.to_str().unwrap()])).unwrap();
+    let cidata = table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|p| {
+            let off = p["start"].as_u64().unwrap() * 512;
+            let o = Command::new("mdir")
+                .args(["-i", &format!("{}@@{off}", per_node.display()), "::"])
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).contains("CIDATA")
+        })
+        .expect("a CIDATA partition in w1.img");
+    let p = &table["partitiontable"]["partitions"][cidata];
+    let num: u32 = p["node"]
+        .as_str()
+        .unwrap()
+        .rsplit(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dev_files = tmp_copy(&lab.dir, "dev-w1", &lo.part(num));
+    let img_files = tmp_copy(
+        &lab.dir,
+        "img-w1",
+        &format!(
+            "{}@@{}",
+            per_node.display(),
+            p["start"].as_u64().unwrap() * 512
+        ),
+    );
+    let d = run("diff", &["-r", &dev_files, &img_files]);
+    assert!(
+        d.status.success(),
+        "w1's CIDATA on {} differs from nodeforge build: {}",
+        lo.part(num),
+        String::from_utf8_lossy(&d.stdout)
+    );
+    assert!(Path::new(&dev_files).join("user-data").is_file());
 }
 
 /// Copy every file of the FAT at `src` (an mtools image spec) into `base/name`; returns the dir.

@@ -6,6 +6,7 @@
 
 pub mod devices;
 pub mod engine;
+mod node;
 
 use crate::bmap::{self, Bmap};
 use crate::disk::Disk;
@@ -14,7 +15,7 @@ use devices::DeviceInfo;
 use engine::Compression;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `nodeforge flash`.
@@ -145,40 +146,6 @@ impl FlashReport {
     }
 }
 
-/// Everything `flash --node` needs, loaded before the device is touched.
-struct Seeding {
-    cluster: crate::config::Cluster,
-    secrets: crate::secrets::Secrets,
-    node: String,
-    epoch: i64,
-}
-
-impl Seeding {
-    fn load(a: &FlashArgs, name: &str) -> Result<Seeding> {
-        let path = crate::config::cluster_path(a.cluster.as_deref())
-            .context("--node needs a cluster file (-c cluster.toml)")?;
-        let cluster = crate::config::load_cluster(Some(&path))?;
-        cluster.node(name)?;
-        let spath = a
-            .secrets
-            .clone()
-            .unwrap_or_else(|| cluster.default_secrets_path());
-        let secrets = crate::secrets::Secrets::load(&spath)?;
-        let epoch = crate::pipeline::source_date_epoch()?;
-        Ok(Seeding {
-            cluster,
-            secrets,
-            node: name.to_string(),
-            epoch,
-        })
-    }
-
-    fn prepare(&self, disk: &Disk) -> Result<crate::reseed::Prepared> {
-        let node = self.cluster.node(&self.node)?;
-        crate::reseed::prepare(disk, &self.cluster, node, &self.secrets, self.epoch)
-    }
-}
-
 /// Run `nodeforge flash`.
 pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
     if let Some(out) = &a.emit_bmap {
@@ -200,12 +167,12 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
     // secrets, and the node's seed built against the image itself. A problem there fails before
     // the first byte of the stick is written.
     let seeding = match &a.node {
-        Some(name) => Some(Seeding::load(a, name)?),
+        Some(name) => Some(node::Seeding::load(a, name)?),
         None => None,
     };
     let mut plan = plan(&a.image, &opts)?;
     if let Some(s) = &seeding {
-        precheck_seed(&a.image, &mut plan, s).with_context(|| {
+        node::precheck_seed(&a.image, plan.comp, &mut plan.size_hint, s).with_context(|| {
             format!(
                 "checking that {} can carry node {}'s seed (nothing was written to {})",
                 a.image.display(),
@@ -248,84 +215,6 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
     }
     finish(&t);
     Ok(())
-}
-
-/// Check before writing that `--node`'s seed can be built for the image: on the raw image
-/// itself, or for a compressed one on a sparse copy of its first partitions (everything up to
-/// the start of the largest partition, the root, plus its first MiBs for the filesystem probe).
-fn precheck_seed(image: &Path, plan: &mut Plan, s: &Seeding) -> Result<()> {
-    if plan.comp == Compression::None {
-        let disk = Disk::open(image)?;
-        s.prepare(&disk)?;
-        return Ok(());
-    }
-    let (staged, size) = stage_prefix(image, plan.comp, plan.size_hint)?;
-    plan.size_hint.get_or_insert(size);
-    let disk = Disk::open(staged.path())?;
-    s.prepare(&disk)?;
-    Ok(())
-}
-
-/// Decompress `image` into a sparse temporary file holding (at least) the bytes before the
-/// largest partition plus its first [`ROOT_HEAD`] bytes, sized like the whole image. Reads the
-/// whole stream when `size` is unknown, to learn it. Returns the file and the image size.
-fn stage_prefix(
-    image: &Path,
-    comp: Compression,
-    size: Option<u64>,
-) -> Result<(tempfile::NamedTempFile, u64)> {
-    const ROOT_HEAD: u64 = 8 << 20;
-    const HEAD: u64 = 1 << 20;
-    let tmp = tempfile::Builder::new()
-        .prefix("nodeforge-stage-")
-        .suffix(".img")
-        .tempfile()
-        .context("creating a temporary file to check the image's seed partition")?;
-    let f = tmp.as_file();
-    let mut st = engine::open_stream(image, comp)?;
-    let mut buf = vec![0u8; 4 << 20];
-    let bs = bmap::BLOCK_SIZE as usize;
-    let mut pos = 0u64;
-    let mut prefix_end: Option<u64> = None;
-    loop {
-        let k = engine::read_full(st.as_mut(), &mut buf)
-            .with_context(|| format!("decompressing {}", image.display()))?;
-        if prefix_end.map_or(true, |e| pos < e) {
-            let mut i = 0;
-            while i < k {
-                let e = (i + bs).min(k);
-                if buf[i..e].iter().any(|&b| b != 0) {
-                    f.write_all_at(&buf[i..e], pos + i as u64)
-                        .with_context(|| format!("writing {}", tmp.path().display()))?;
-                }
-                i = e;
-            }
-        }
-        pos += k as u64;
-        if prefix_end.is_none() && (pos >= HEAD || k < buf.len()) {
-            f.set_len(pos.max(size.unwrap_or(0)))
-                .with_context(|| format!("sizing {}", tmp.path().display()))?;
-            let mut g = f
-                .try_clone()
-                .with_context(|| format!("opening {}", tmp.path().display()))?;
-            let layout = crate::partition::read_layout(&mut g, image)?;
-            let root = layout.partitions.iter().max_by_key(|p| p.size);
-            let mut end = root.map_or(0, |r| r.start.saturating_add(ROOT_HEAD));
-            for p in &layout.partitions {
-                if Some(p) != root {
-                    end = end.max(p.end());
-                }
-            }
-            prefix_end = Some(end);
-        }
-        if k < buf.len() || (size.is_some() && prefix_end.is_some_and(|e| pos >= e)) {
-            break;
-        }
-    }
-    let size = size.unwrap_or(pos);
-    f.set_len(size)
-        .with_context(|| format!("sizing {}", tmp.path().display()))?;
-    Ok((tmp, size))
 }
 
 /// After writing a device: have the kernel re-read its partition table (best effort).

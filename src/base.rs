@@ -667,10 +667,8 @@ fn is_fat(k: &FsKind) -> bool {
 pub fn detect(raw: &Path, family: Option<Family>) -> Result<Detected> {
     let mut file =
         File::open(raw).with_context(|| format!("opening base image {}", raw.display()))?;
-    let size = file
-        .metadata()
-        .with_context(|| format!("reading base image {}", raw.display()))?
-        .len();
+    let size = crate::disk::size_of(&file)
+        .with_context(|| format!("reading the size of base image {}", raw.display()))?;
     let layout = partition::read_layout(&mut file, raw)?;
     let fs: Vec<FsKind> = layout
         .partitions

@@ -304,10 +304,8 @@ fn mapped_extents(f: &File, size: u64, image: &Path) -> Result<Vec<(u64, u64)>> 
 /// (SEEK_DATA/SEEK_HOLE, like `bmaptool create`) otherwise.
 pub fn generate(image: &Path) -> Result<Bmap> {
     let f = File::open(image).with_context(|| format!("open image {}", image.display()))?;
-    let size = f
-        .metadata()
-        .with_context(|| format!("stat image {}", image.display()))?
-        .len();
+    let size = crate::disk::size_of(&f)
+        .with_context(|| format!("reading the size of image {}", image.display()))?;
     if size == 0 {
         bail!("cannot generate a bmap for empty image {}", image.display());
     }

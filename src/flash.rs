@@ -6,14 +6,16 @@
 
 pub mod devices;
 pub mod engine;
+mod node;
 
 use crate::bmap::{self, Bmap};
+use crate::disk::Disk;
 use anyhow::{bail, Context, Result};
 use devices::DeviceInfo;
 use engine::Compression;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, IsTerminal, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `nodeforge flash`.
@@ -62,6 +64,10 @@ pub struct DevicesArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// List every whole disk with a medium (internal disks and loop devices too), not only
+    /// removable and USB ones.
+    #[arg(long)]
+    pub all: bool,
     /// Root holding sys/ and proc/self/mountinfo (tests).
     #[arg(long, hide = true, default_value = "/")]
     pub sysroot: PathBuf,
@@ -159,20 +165,11 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
         bmap: a.bmap.clone(),
         progress: true,
     };
-    // Everything --node needs is loaded first: a bad cluster file fails before the stick is written.
+    // Everything --node needs is loaded and checked first: the cluster file, the node, its
+    // secrets, and the node's seed built against the image itself. A problem there fails before
+    // the first byte of the stick is written.
     let seeding = match &a.node {
-        Some(name) => {
-            let path = crate::config::cluster_path(a.cluster.as_deref())
-                .context("--node needs a cluster file (-c cluster.toml)")?;
-            let cluster = crate::config::load_cluster(Some(&path))?;
-            cluster.node(name)?;
-            let spath = a
-                .secrets
-                .clone()
-                .unwrap_or_else(|| cluster.default_secrets_path());
-            let secrets = crate::secrets::Secrets::load(&spath)?;
-            Some((cluster, secrets, name.clone()))
-        }
+        Some(name) => Some(node::Seeding::load(a, name)?),
         None => None,
     };
     // Signature and checksum of the image and the bmap flash will follow, before any write.
@@ -182,34 +179,75 @@ pub fn cmd_flash(a: &FlashArgs) -> Result<()> {
             .find(|p| p.is_file())
     });
     crate::provenance::check_before_flash(&a.image, bmap_used.as_deref(), &a.trust)?;
-    let report = flash_image(&a.image, target, &opts)?;
+    let mut plan = plan(&a.image, &opts)?;
+    if let Some(s) = &seeding {
+        node::precheck_seed(&a.image, plan.comp, &mut plan.size_hint, s).with_context(|| {
+            format!(
+                "checking that {} can carry node {}'s seed (nothing was written to {})",
+                a.image.display(),
+                s.node,
+                target.display()
+            )
+        })?;
+    }
+    let t = open_target(&a.image, target, &mut plan, &opts)?;
+    let report = write_image(&a.image, &plan, &t, &opts)?;
     eprintln!("{}", report.summary());
-    if let Some((cluster, secrets, name)) = seeding {
-        let node = cluster.node(&name)?;
-        let epoch = crate::pipeline::source_date_epoch()?;
-        let r = crate::reseed::reseed(target, &cluster, node, &secrets, epoch)
-            .with_context(|| format!("seeding {} for node {name}", target.display()))?;
+    if let Some(s) = &seeding {
+        let name = &s.node;
+        let tn = t.name.display();
+        let how = if report.verified.is_some() {
+            "written and verified"
+        } else {
+            "written, not verified"
+        };
+        let prepared = s.prepare(&t.disk).with_context(|| {
+            format!(
+                "{tn} now holds the image {} ({how}) but NOT node {name}'s seed \
+                 (no hostname, token or node password: it would not join). Nothing of the seed \
+                 was written. Re-run the same command to finish",
+                a.image.display()
+            )
+        })?;
+        let r = crate::reseed::write(&t.disk, &prepared).with_context(|| {
+            format!(
+                "{tn} holds the image {} but writing node {name}'s seed failed part way: its seed \
+                 partition may be half written and the stick must not be booted. Re-run the same \
+                 command to finish (it writes the image again, then the seed)",
+                a.image.display()
+            )
+        })?;
         eprintln!(
-            "seeded {} for node {name}: partition(s) {:?} rewritten and verified, instance-id {}",
-            target.display(),
-            r.partitions,
-            r.instance_id
+            "seeded {tn} for node {name}: partition(s) {:?} rewritten and verified, instance-id {}",
+            r.partitions, r.instance_id
         );
     }
+    finish(&t);
     Ok(())
+}
+
+/// After writing a device: have the kernel re-read its partition table (best effort).
+fn finish(t: &Opened) {
+    if let Err(e) = t.disk.reread_partitions() {
+        if t.real_device {
+            eprintln!("warning: {e:#}");
+        }
+    }
 }
 
 /// Run `nodeforge devices`.
 pub fn cmd_devices(a: &DevicesArgs) -> Result<()> {
-    let disks = devices::list_disks(&a.sysroot)?;
+    let disks = devices::list_disks(&a.sysroot, a.all)?;
     if a.json {
         let v: Vec<_> = disks
             .iter()
             .map(|d| {
                 serde_json::json!({
                     "path": d.path, "model": d.model, "vendor": d.vendor, "serial": d.serial,
-                    "size": d.size, "removable": d.removable, "usb": d.usb,
+                    "size": d.size, "transport": d.transport, "removable": d.removable,
+                    "usb": d.usb, "read_only": d.read_only,
                     "mounted": !d.mounted.is_empty(), "mountpoints": d.mounted,
+                    "mounted_partitions": d.mounts,
                 })
             })
             .collect();
@@ -217,25 +255,41 @@ pub fn cmd_devices(a: &DevicesArgs) -> Result<()> {
         return Ok(());
     }
     if disks.is_empty() {
-        eprintln!("no removable or USB disks found");
+        eprintln!(
+            "no {}disks found",
+            if a.all { "" } else { "removable or USB " }
+        );
         return Ok(());
     }
     println!(
-        "{:<12} {:>10}  {:<9} {:<28} MOUNTED",
-        "PATH", "SIZE", "REMOVABLE", "MODEL"
+        "{:<14} {:>10}  {:<6} {:<9} {:<28} MOUNTED",
+        "PATH", "SIZE", "TRAN", "REMOVABLE", "MODEL"
     );
     for d in &disks {
         let model = format!("{} {}", d.vendor, d.model);
         println!(
-            "{:<12} {:>10}  {:<9} {:<28} {}",
+            "{:<14} {:>10}  {:<6} {:<9} {:<28} {}",
             d.path.display(),
             devices::human(d.size),
-            if d.removable { "yes" } else { "no (usb)" },
-            model.trim(),
-            if d.mounted.is_empty() {
+            if d.transport.is_empty() {
+                "-"
+            } else {
+                &d.transport
+            },
+            if d.removable { "yes" } else { "no" },
+            if model.trim().is_empty() {
+                "-"
+            } else {
+                model.trim()
+            },
+            if d.mounts.is_empty() {
                 "-".to_string()
             } else {
-                d.mounted.join(",")
+                d.mounts
+                    .iter()
+                    .map(|m| format!("{} on {}", m.device, m.mountpoint))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             }
         );
     }
@@ -469,19 +523,84 @@ pub fn xz_uncompressed_size(path: &Path) -> Result<Option<u64>> {
     Ok(Some(total))
 }
 
+/// A target opened for writing.
+struct Opened {
+    /// The open file or device (`O_EXCL` on a real device, held until this is dropped).
+    disk: Disk,
+    /// Name for messages (the device node, or the file).
+    name: PathBuf,
+    /// A block device or its fake-tree stand-in: device rules, batched sync and cache drop.
+    device: bool,
+    /// A real block device node.
+    real_device: bool,
+    /// The target file did not exist before: removed again if writing fails.
+    created: bool,
+    /// Writes past this offset fail (a device's size).
+    limit: Option<u64>,
+}
+
 /// Write `image` to `target` (block device or regular file) and verify it; the library entry
-/// point behind `nodeforge flash`. Devices go through the safety rules and the confirmation.
+/// point behind `nodeforge flash`. Devices go through the safety rules and the confirmation, and
+/// are refused before the first write when the image is larger (its size comes from the bmap,
+/// the file, the xz index, or a counting pass over a `.gz`).
 pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<FlashReport> {
-    let plan = plan(image, opts)?;
+    let mut plan = plan(image, opts)?;
+    let t = open_target(image, target, &mut plan, opts)?;
+    let r = write_image(image, &plan, &t, opts)?;
+    finish(&t);
+    Ok(r)
+}
+
+/// Size of the uncompressed image of a `.gz` without a bmap, learned before writing a device:
+/// the gzip trailer's ISIZE (RFC 1952: size mod 2^32 of the last member) is a lower bound that
+/// refuses a too-small device at once; the exact size takes a counting pass.
+fn learn_gz_size(image: &Path, info: &DeviceInfo, force: bool) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(image).with_context(|| format!("open image {}", image.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("stat image {}", image.display()))?
+        .len();
+    if len >= 18 {
+        let mut t = [0u8; 4];
+        f.read_exact_at(&mut t, len - 4)
+            .with_context(|| format!("read the gzip trailer of {}", image.display()))?;
+        devices::check_device(info, Some(u64::from(u32::from_le_bytes(t))), force)?;
+    }
+    eprintln!(
+        "{} has no bmap: decompressing it once to learn its size before writing",
+        image.display()
+    );
+    let mut st = engine::open_stream(image, Compression::Gz)?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = engine::read_full(st.as_mut(), &mut buf)
+            .with_context(|| format!("decompress {}", image.display()))?;
+        n += k as u64;
+        if k < buf.len() {
+            return Ok(n);
+        }
+    }
+}
+
+/// Resolve and open the target: files are created or truncated; devices are checked against
+/// every safety rule (size included) and confirmed, then opened with `O_EXCL`.
+fn open_target(
+    image: &Path,
+    target: &Path,
+    plan: &mut Plan,
+    opts: &FlashOptions,
+) -> Result<Opened> {
     let tgt = resolve_target(target, &opts.sysroot)?;
-    // A file we create and then fail to fill is removed: no partial output.
-    let created = matches!(&tgt, Target::File(p) if std::fs::symlink_metadata(p).is_err());
-    let (out, is_device) = match &tgt {
+    match tgt {
         Target::File(p) => {
+            // A file we create and then fail to fill is removed: no partial output.
+            let created = std::fs::symlink_metadata(&p).is_err();
             let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
                 a.dev() == b.dev() && a.ino() == b.ino()
             };
-            if let (Ok(a), Ok(b)) = (std::fs::metadata(p), std::fs::metadata(image)) {
+            if let (Ok(a), Ok(b)) = (std::fs::metadata(&p), std::fs::metadata(image)) {
                 if same(&a, &b) {
                     bail!("target {} is the image itself", p.display());
                 }
@@ -491,84 +610,113 @@ pub fn flash_image(image: &Path, target: &Path, opts: &FlashOptions) -> Result<F
                 .read(true)
                 .create(true)
                 .truncate(true)
-                .open(p)
+                .open(&p)
                 .with_context(|| format!("create target file {}", p.display()))?;
-            (f, false)
+            let disk = Disk::from_file(f, &p)?;
+            if let Some(sz) = plan.image_size {
+                disk.file()
+                    .set_len(sz)
+                    .with_context(|| format!("size target file {}", p.display()))?;
+            }
+            Ok(Opened {
+                disk,
+                name: p,
+                device: false,
+                real_device: false,
+                created,
+                limit: None,
+            })
         }
         Target::Device {
             open_path,
             info,
             real,
         } => {
-            devices::check_device(info, plan.size_hint, opts.force)?;
-            confirm(info, opts.yes)?;
-            let mut o = OpenOptions::new();
-            o.write(true).read(true);
-            if *real {
-                // O_EXCL on a block device fails if anything (a mount, dm) holds it.
-                o.custom_flags(rustix::fs::OFlags::EXCL.bits() as i32);
+            if info.is_partition || plan.size_hint.is_some() || plan.comp != Compression::Gz {
+                devices::check_device(&info, plan.size_hint, opts.force)?;
+            } else {
+                // Rules that need no size first, so a mounted stick is not decompressed for.
+                devices::check_device(&info, None, opts.force)?;
+                plan.size_hint = Some(learn_gz_size(image, &info, opts.force)?);
+                devices::check_device(&info, plan.size_hint, opts.force)?;
             }
-            let f = o
-                .open(open_path)
+            confirm(&info, opts.yes)?;
+            // O_EXCL on a block device fails if anything (a mount, dm) holds it, and keeps
+            // mounts out until the image and the seed are written and checked.
+            let disk = Disk::open_rw(&open_path, real)
                 .with_context(|| format!("open device {} for writing", info.path.display()))?;
-            (f, true)
-        }
-    };
-    let target_name = match &tgt {
-        Target::File(p) => p.clone(),
-        Target::Device { info, .. } => info.path.clone(),
-    };
-    let dev_limit = match &tgt {
-        Target::Device { info, .. } => Some(info.size),
-        Target::File(_) => None,
-    };
-    if let Some(sz) = plan.image_size {
-        if !is_device {
-            out.set_len(sz)
-                .with_context(|| format!("size target file {}", target_name.display()))?;
+            let size = if real { disk.size() } else { info.size };
+            if let Some(need) = plan.size_hint {
+                if size < need {
+                    bail!(
+                        "refusing to write {}: it is smaller than the image ({size} < {need} bytes)",
+                        info.path.display()
+                    );
+                }
+            }
+            Ok(Opened {
+                disk,
+                name: info.path.clone(),
+                device: true,
+                real_device: real,
+                created: false,
+                limit: Some(size),
+            })
         }
     }
+}
 
+/// Write and verify the image onto an opened target.
+fn write_image(image: &Path, plan: &Plan, t: &Opened, opts: &FlashOptions) -> Result<FlashReport> {
     let src = engine::Source {
         image,
         comp: plan.comp,
         bmap: plan.bmap.as_ref(),
     };
     let sink = engine::Sink {
-        out: &out,
-        name: &target_name,
-        device: is_device,
-        limit: dev_limit,
+        disk: &t.disk,
+        name: &t.name,
+        device: t.device,
+        limit: t.limit,
     };
     let res = engine::run(&src, &sink, opts.verify, opts.progress).and_then(|o| {
-        if !is_device && plan.image_size.is_none() {
-            out.set_len(o.size)
-                .with_context(|| format!("size target file {}", target_name.display()))?;
-            out.sync_all()
-                .with_context(|| format!("fsync {}", target_name.display()))?;
+        if !t.device && plan.image_size.is_none() {
+            t.disk
+                .file()
+                .set_len(o.size)
+                .with_context(|| format!("size target file {}", t.name.display()))?;
+            t.disk
+                .file()
+                .sync_all()
+                .with_context(|| format!("fsync {}", t.name.display()))?;
         }
         Ok(o)
     });
     let o = match res {
         Ok(o) => o,
-        Err(e) => {
-            if created {
-                let _ = std::fs::remove_file(&target_name);
-            }
+        Err(e) if t.created => {
+            let _ = std::fs::remove_file(&t.name);
             return Err(e);
         }
+        Err(e) if t.device => {
+            return Err(e.context(format!(
+                "writing {} to {} failed: the device holds a partly written or unverified image \
+                 and must not be booted. Run the same command again (another stick if it fails \
+                 the same way)",
+                image.display(),
+                t.name.display()
+            )))
+        }
+        Err(e) => return Err(e),
     };
-    let (written, size, write_seconds, verify_seconds) =
-        (o.written, o.size, o.write_seconds, o.verify_seconds);
-    let verified = opts.verify.then_some(true);
     Ok(FlashReport {
-        target: target_name,
-        device: is_device,
-        image_size: size,
-        bytes_written: written,
-        write_seconds,
-        verify_seconds,
-        verified,
+        target: t.name.clone(),
+        device: t.device,
+        image_size: o.size,
+        bytes_written: o.written,
+        write_seconds: o.write_seconds,
+        verify_seconds: o.verify_seconds,
+        verified: opts.verify.then_some(true),
     })
 }
 

@@ -188,10 +188,8 @@ fn type_string(t: &PartType) -> String {
 /// Inspect the image at `path`.
 pub fn inspect(path: &Path) -> Result<Report> {
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let size = file
-        .metadata()
-        .with_context(|| format!("reading size of {}", path.display()))?
-        .len();
+    let size = crate::disk::size_of(&file)
+        .with_context(|| format!("reading the size of {}", path.display()))?;
     let layout = partition::read_layout(&mut file, path)
         .with_context(|| format!("reading the partition table of {}", path.display()))?;
     let (table, disk_id) = match &layout.table {

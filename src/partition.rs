@@ -143,10 +143,8 @@ pub const GPT_BACKUP_SECTORS: u64 = GPT_ARRAY_SECTORS + 1;
 
 /// Read the partition table of `file` (`path` only names it in errors).
 pub fn read_layout(file: &mut File, path: &Path) -> Result<DiskLayout> {
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading partition table of {}: stat", path.display()))?
-        .len();
+    let len = crate::disk::size_of(file)
+        .with_context(|| format!("reading partition table of {}: size", path.display()))?;
     if len < SECTOR {
         bail!(
             "reading partition table of {}: the file has {len} bytes, too small for a partition table",
@@ -350,10 +348,8 @@ pub fn validate_layout(layout: &DiskLayout, disk_size: u64) -> Result<()> {
 /// boot.img on BIOS images) are left as they are, so a caller may copy them from the base first.
 pub fn write_layout(file: &mut File, layout: &DiskLayout, disk_size: u64) -> Result<()> {
     validate_layout(layout, disk_size).context("writing the partition table")?;
-    let len = file
-        .metadata()
-        .context("writing the partition table: stat of the output")?
-        .len();
+    let len =
+        crate::disk::size_of(file).context("writing the partition table: size of the output")?;
     if len < disk_size {
         file.set_len(disk_size)
             .context("writing the partition table: growing the output")?;

@@ -256,7 +256,8 @@ fn check_timezone(c: &Cluster, raw: &Path, b: &Base, url: &str) -> Result<()> {
         .map_err(|v| anyhow::anyhow!("{}: `cluster.timezone`: {v}", c.origin()))
 }
 
-fn board_arch_families(board: Board) -> &'static [Family] {
+/// Base families that can serve `board`.
+pub fn board_arch_families(board: Board) -> &'static [Family] {
     match board {
         Board::Rpi4 => &[Family::Raspios, Family::UbuntuRaspi, Family::DebianRaspi],
         Board::X86_64 => &[Family::DebianGeneric],

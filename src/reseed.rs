@@ -5,13 +5,14 @@
 use crate::base::{self, Base};
 use crate::compose::{self, CIDATA_LABEL};
 use crate::config::{Cluster, NodeSpec};
+use crate::disk::Disk;
 use crate::fat::{self, FatFile, FatImage, FatOptions, FileData};
 use crate::partition::SECTOR;
 use crate::secrets::Secrets;
 use crate::seed;
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -154,27 +155,50 @@ fn plan(
     Ok(out)
 }
 
-/// Write `node`'s seed onto `target` (an image file or a block device holding a nodeforge image).
-pub fn reseed(
-    target: &Path,
+/// Seed volumes built and checked against a target, ready to be written by [`write`].
+pub struct Prepared {
+    /// (partition number, byte offset, the FAT volume), in write order.
+    volumes: Vec<(u32, u64, FatImage)>,
+    /// The node's instance-id.
+    instance_id: String,
+}
+
+/// Build `node`'s seed for the nodeforge image on `disk` without writing anything: reads the
+/// image's partitions and family, checks that the image suits the node's board (family and k3s
+/// bundle architecture) and has a seed partition, renders the seed (fails when a secret is
+/// missing) and builds every FAT volume to rewrite, checking that each fits its partition.
+/// `disk` may be a copy of the image's first partitions (see `flash`), the stick, or the image.
+pub fn prepare(
+    disk: &Disk,
     cluster: &Cluster,
     node: &NodeSpec,
     secrets: &Secrets,
     timestamp: i64,
-) -> Result<Reseeded> {
+) -> Result<Prepared> {
+    let target = disk.path();
     let b = base::open(target, None)
         .with_context(|| format!("reading the image on {}", target.display()))?;
     let node_seed = seed::render(cluster, node, Some(secrets), b.family, timestamp)
         .with_context(|| format!("rendering the seed of {}", node.hostname))?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(target)
-        .with_context(|| format!("opening {} for writing", target.display()))?;
-    let rewrites = plan(&b, &node_seed, target, &file, node)?;
+    let rewrites = plan(&b, &node_seed, target, disk.file(), node)?;
+    let allowed = crate::pipeline::board_arch_families(node.board);
+    if !allowed.contains(&b.family) {
+        bail!(
+            "the image on {} is a {} image, but node {} is a {} board (it needs one of: {})",
+            target.display(),
+            b.family,
+            node.hostname,
+            node.board.as_str(),
+            allowed
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
 
     // Build every volume first: nothing is written unless all of them fit.
-    let mut built = Vec::new();
+    let mut volumes = Vec::new();
     for r in rewrites {
         let opts = FatOptions {
             label: r.label.clone(),
@@ -194,26 +218,69 @@ pub fn reseed(
                 r.size
             );
         }
+        if r.start + r.size > disk.size() {
+            bail!(
+                "partition {} of {} ends at byte {}, beyond its end ({} bytes)",
+                r.number,
+                target.display(),
+                r.start + r.size,
+                disk.size()
+            );
+        }
         img.set_hidden_sectors(u32::try_from(r.start / SECTOR).context("partition beyond 2 TiB")?);
-        built.push((r.number, r.start, img));
+        volumes.push((r.number, r.start, img));
     }
+    Ok(Prepared {
+        volumes,
+        instance_id: node_seed.instance_id,
+    })
+}
+
+/// Write prepared seed volumes to `disk` and read each back from the medium.
+pub fn write(disk: &Disk, p: &Prepared) -> Result<Reseeded> {
     let mut bytes = 0;
     let mut numbers = Vec::new();
-    for (number, start, img) in &built {
-        bytes += write_dense(img, &file, *start)
-            .with_context(|| format!("writing partition {number} of {}", target.display()))?;
+    for (number, start, img) in &p.volumes {
+        bytes += write_dense(img, disk, *start)
+            .with_context(|| format!("writing partition {number} of {}", disk.path().display()))?;
         numbers.push(*number);
     }
     Ok(Reseeded {
         partitions: numbers,
-        instance_id: node_seed.instance_id,
+        instance_id: p.instance_id.clone(),
         bytes,
     })
 }
 
+/// Write `node`'s seed onto the nodeforge image on `disk` (an image file or a block device):
+/// [`prepare`] then [`write`]. Running it again, or over another node's seed, gives the same
+/// result as running it once on the generic image.
+pub fn reseed_disk(
+    disk: &Disk,
+    cluster: &Cluster,
+    node: &NodeSpec,
+    secrets: &Secrets,
+    timestamp: i64,
+) -> Result<Reseeded> {
+    let p = prepare(disk, cluster, node, secrets, timestamp)?;
+    write(disk, &p)
+}
+
+/// Write `node`'s seed onto `target` (an image file or a block device holding a nodeforge image).
+pub fn reseed(
+    target: &Path,
+    cluster: &Cluster,
+    node: &NodeSpec,
+    secrets: &Secrets,
+    timestamp: i64,
+) -> Result<Reseeded> {
+    let disk = Disk::open_rw(target, false)?;
+    reseed_disk(&disk, cluster, node, secrets, timestamp)
+}
+
 /// Write a FAT volume onto a target that may hold old data: the used prefix is written in full
 /// (zeros included, since a hole would leave old bytes), the free space after it is left alone.
-fn write_dense(img: &FatImage, target: &File, start: u64) -> Result<u64> {
+fn write_dense(img: &FatImage, target: &Disk, start: u64) -> Result<u64> {
     let tmp = tempfile::tempfile().context("creating a temporary file for the seed FAT")?;
     img.write_at(&tmp, 0)?;
     let len = img.used_len();
@@ -223,29 +290,21 @@ fn write_dense(img: &FatImage, target: &File, start: u64) -> Result<u64> {
         let n = ((len - done) as usize).min(buf.len());
         tmp.read_exact_at(&mut buf[..n], done)
             .context("reading the temporary seed FAT")?;
-        target
-            .write_all_at(&buf[..n], start + done)
-            .with_context(|| format!("writing at offset {}", start + done))?;
+        target.write_at(&buf[..n], start + done)?;
         done += n as u64;
     }
     // Read back what was written, past the page cache: a flaky stick is caught here, not at
     // first boot.
-    target.sync_all().context("flushing the seed FAT")?;
-    let _ = rustix::fs::fadvise(
-        target,
-        start,
-        std::num::NonZeroU64::new(len),
-        rustix::fs::Advice::DontNeed,
-    );
+    target.sync()?;
+    target.corrupt_for_test("seed", start, start + len)?;
+    target.drop_cache(start, len);
     let mut back = vec![0u8; buf.len()];
     done = 0;
     while done < len {
         let n = ((len - done) as usize).min(buf.len());
         tmp.read_exact_at(&mut buf[..n], done)
             .context("reading the temporary seed FAT")?;
-        target
-            .read_exact_at(&mut back[..n], start + done)
-            .with_context(|| format!("reading back at offset {}", start + done))?;
+        target.read_at(&mut back[..n], start + done)?;
         if buf[..n] != back[..n] {
             bail!(
                 "verification failed: the seed read back differs at offset {}",

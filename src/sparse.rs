@@ -27,10 +27,7 @@ pub fn copy_range(
     len: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let src_len = src
-        .metadata()
-        .context("sparse copy: stat of the source")?
-        .len();
+    let src_len = crate::disk::size_of(src).context("sparse copy: size of the source")?;
     let end = src_off
         .checked_add(len)
         .context("sparse copy: range overflows")?;

@@ -168,7 +168,16 @@ fn reads_devices_from_fake_sysfs() {
     assert!(sda.holds_root && !sda.usb && !sda.removable);
     assert_eq!(sda.mounted, vec!["/".to_string()]);
     assert!(check_device(&sda, Some(1), true).is_err());
-    assert!(read_device(t.path(), "sdb1").unwrap().is_partition);
+    let sdb1 = read_device(t.path(), "sdb1").unwrap();
+    assert!(sdb1.is_partition);
+    assert_eq!(sdb1.whole_disk.as_deref(), Some(Path::new("/dev/sdb")));
+    let e = check_device(&sdb1, None, true).unwrap_err().to_string();
+    assert!(e.contains("give the whole disk /dev/sdb"), "{e}");
+    let tran = |n: &str| read_device(t.path(), n).unwrap().transport;
+    assert_eq!(
+        [tran("sda"), tran("sdb"), tran("nvme0n1")],
+        ["sata", "usb", "nvme"]
+    );
     assert!(read_device(t.path(), "nope").is_err());
     // btrfs shows an anonymous 0:N device: the mount source still names the disk.
     mountinfo(
@@ -178,12 +187,18 @@ fn reads_devices_from_fake_sysfs() {
     let nv = read_device(t.path(), "nvme0n1").unwrap();
     assert_eq!(nv.mounted, vec!["/home".to_string()]);
     mountinfo(t.path(), "");
-    let listed: Vec<String> = list_disks(t.path())
+    let listed: Vec<String> = list_disks(t.path(), false)
         .unwrap()
         .into_iter()
         .map(|d| d.name)
         .collect();
     assert_eq!(listed, vec!["sdb", "sdc"]);
+    let all: Vec<String> = list_disks(t.path(), true)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.name)
+        .collect();
+    assert_eq!(all, vec!["nvme0n1", "sda", "sdb", "sdc"]);
 }
 
 #[test]
@@ -270,6 +285,12 @@ fn devices_json() {
     assert_eq!(a.len(), 2);
     assert_eq!(a[0]["path"], "/dev/sdb");
     assert_eq!(a[0]["mounted"], true);
+    assert_eq!(a[0]["transport"], "usb");
+    assert_eq!(a[0]["mounted_partitions"][0]["device"], "/dev/sdb1");
+    assert_eq!(
+        a[0]["mounted_partitions"][0]["mountpoint"],
+        "/media/user/STICK"
+    );
     assert_eq!(a[0]["size"], 32768 * 512);
     assert_eq!(a[1]["mounted"], false);
 }

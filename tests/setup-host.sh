@@ -4,7 +4,7 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 PKGS=(build-essential pkg-config cmake clang curl ca-certificates xz-utils zstd
-  dosfstools mtools fdisk gdisk e2fsprogs bmap-tools cloud-init openssh-client python3 util-linux time openssl
+  dosfstools mtools fdisk gdisk e2fsprogs bmap-tools cloud-init openssh-client python3 util-linux mount time openssl
   mmdebstrap qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64 qemu-user-static binfmt-support arch-test)
 PKGS+=(systemd apt) # systemd-analyze verify (seed units), apt-get in the GPU first-boot test
 missing=()

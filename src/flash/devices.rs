@@ -24,6 +24,11 @@ pub struct DeviceInfo {
     pub read_only: bool,
     /// This is a partition, not a whole disk.
     pub is_partition: bool,
+    /// For a partition: the whole disk holding it (`/dev/sdb` for `/dev/sdb1`).
+    pub whole_disk: Option<PathBuf>,
+    /// How it is attached: `usb`, `sata`, `nvme`, `mmc` (SD/eMMC slot), `virtio`, `scsi`,
+    /// `loop`, or empty when unknown (from the sysfs device path, as lsblk's TRAN does).
+    pub transport: String,
     /// Model string (may be empty).
     pub model: String,
     /// Vendor string (may be empty).
@@ -32,17 +37,61 @@ pub struct DeviceInfo {
     pub serial: String,
     /// Mount points of the device or its partitions (and active swap).
     pub mounted: Vec<String>,
+    /// Which device node is mounted where (`/dev/sdb1` at `/media/x`), for people choosing.
+    pub mounts: Vec<MountedPart>,
     /// The device or one of its partitions holds `/`.
     pub holds_root: bool,
     /// Kernel holders (device-mapper, md) of the device or its partitions.
     pub holders: Vec<String>,
 }
 
+/// A mounted partition (or the disk itself) and where.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MountedPart {
+    /// Device node, e.g. `/dev/sdb1`.
+    pub device: String,
+    /// Mount point (or `swap`).
+    pub mountpoint: String,
+}
+
+/// Transport from a canonical sysfs device path (`/sys/devices/.../usb2/.../block/sdb`).
+fn transport(name: &str, dir: &Path) -> String {
+    let parts: Vec<String> = dir
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let has = |p: &str| parts.iter().any(|c| c.starts_with(p));
+    let t = if name.starts_with("loop") {
+        "loop"
+    } else if has("usb") {
+        "usb"
+    } else if has("nvme") || name.starts_with("nvme") {
+        "nvme"
+    } else if has("ata") {
+        "sata"
+    } else if has("mmc") || name.starts_with("mmcblk") {
+        "mmc"
+    } else if has("virtio") {
+        "virtio"
+    } else if has("host") && has("target") {
+        "scsi"
+    } else {
+        ""
+    };
+    t.to_string()
+}
+
 /// Why a device must not be written. `Ok(())` when every rule passes.
 pub fn check_device(info: &DeviceInfo, image_size: Option<u64>, force: bool) -> Result<()> {
     let mut why: Vec<String> = Vec::new();
     if info.is_partition {
-        why.push("it is a partition; give the whole disk".into());
+        why.push(match &info.whole_disk {
+            Some(d) => format!(
+                "it is a partition; give the whole disk {} (an image holds its own partition table)",
+                d.display()
+            ),
+            None => "it is a partition; give the whole disk".into(),
+        });
     }
     if info.holds_root {
         why.push("it holds the running system's root filesystem".into());
@@ -174,6 +223,10 @@ pub fn read_device(sysroot: &Path, name: &str) -> Result<DeviceInfo> {
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("read {}", dir.join("size").display()))?;
     let is_partition = dir.join("partition").exists();
+    let whole_disk = is_partition
+        .then(|| dir.parent().and_then(|p| p.file_name()))
+        .flatten()
+        .map(|n| PathBuf::from("/dev").join(n));
     let removable = read_trim(&dir.join("removable")).as_deref() == Some("1");
     let read_only = read_trim(&dir.join("ro")).as_deref() == Some("1");
     let usb = dir
@@ -198,13 +251,19 @@ pub fn read_device(sysroot: &Path, name: &str) -> Result<DeviceInfo> {
         }
     }
     parts.sort();
-    let majmin: HashSet<&str> = parts.iter().map(|(_, d)| d.as_str()).collect();
     let mut mounted = Vec::new();
+    let mut mounts = Vec::new();
     let mut holds_root = false;
     let nodes: HashSet<String> = parts.iter().map(|(n, _)| format!("/dev/{n}")).collect();
     for m in mountinfo(sysroot)? {
-        if majmin.contains(m.majmin.as_str()) || nodes.contains(&m.source) {
+        let by_num = parts.iter().find(|(_, d)| *d == m.majmin);
+        if by_num.is_some() || nodes.contains(&m.source) {
             holds_root |= m.point == "/";
+            let device = by_num.map_or(m.source.clone(), |(n, _)| format!("/dev/{n}"));
+            mounts.push(MountedPart {
+                device,
+                mountpoint: m.point.clone(),
+            });
             mounted.push(m.point);
         }
     }
@@ -213,6 +272,10 @@ pub fn read_device(sysroot: &Path, name: &str) -> Result<DeviceInfo> {
     for (pname, _) in &parts {
         if swap.iter().any(|s| s == &format!("/dev/{pname}")) {
             mounted.push(format!("swap /dev/{pname}"));
+            mounts.push(MountedPart {
+                device: format!("/dev/{pname}"),
+                mountpoint: "swap".into(),
+            });
         }
         let hdir = if pname == name {
             dir.join("holders")
@@ -227,6 +290,8 @@ pub fn read_device(sysroot: &Path, name: &str) -> Result<DeviceInfo> {
     }
     mounted.sort();
     mounted.dedup();
+    mounts.sort_by(|a, b| (&a.device, &a.mountpoint).cmp(&(&b.device, &b.mountpoint)));
+    mounts.dedup();
     holders.sort();
     Ok(DeviceInfo {
         name: name.to_string(),
@@ -236,10 +301,13 @@ pub fn read_device(sysroot: &Path, name: &str) -> Result<DeviceInfo> {
         usb,
         read_only,
         is_partition,
+        whole_disk,
+        transport: transport(name, &dir),
         model,
         vendor,
         serial,
         mounted,
+        mounts,
         holds_root,
         holders,
     })
@@ -261,17 +329,19 @@ fn usb_serial(sysroot: &Path, dir: &Path) -> Option<String> {
     None
 }
 
-/// Whole disks worth listing for `nodeforge devices`: removable or USB, not virtual.
-pub fn list_disks(sysroot: &Path) -> Result<Vec<DeviceInfo>> {
+/// Whole disks worth listing for `nodeforge devices`: removable or USB, not virtual; with `all`,
+/// every whole disk with a medium, loop devices included.
+pub fn list_disks(sysroot: &Path, all: bool) -> Result<Vec<DeviceInfo>> {
     let dir = under(sysroot, "/sys/class/block");
     let rd = fs::read_dir(&dir).with_context(|| format!("list {}", dir.display()))?;
     let mut names: Vec<String> = rd
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| {
-            !["loop", "ram", "zram", "dm-", "md", "sr", "nbd"]
+            !["ram", "zram", "dm-", "md", "sr", "nbd"]
                 .iter()
                 .any(|p| n.starts_with(p))
+                && (all || !n.starts_with("loop"))
         })
         .collect();
     names.sort();
@@ -280,7 +350,7 @@ pub fn list_disks(sysroot: &Path) -> Result<Vec<DeviceInfo>> {
         let Ok(info) = read_device(sysroot, &n) else {
             continue;
         };
-        if !info.is_partition && (info.removable || info.usb) {
+        if !info.is_partition && (info.removable || info.usb || (all && info.size > 0)) {
             out.push(info);
         }
     }

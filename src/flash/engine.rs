@@ -3,6 +3,7 @@
 //! writer as soon as data is written (files) or synced and dropped from the cache (devices).
 
 use crate::bmap::{Bmap, BLOCK_SIZE};
+use crate::disk::Disk;
 use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sha2::{Digest, Sha256};
@@ -65,7 +66,7 @@ pub struct Source<'a> {
 /// The target side.
 pub struct Sink<'a> {
     /// Opened target.
-    pub out: &'a File,
+    pub disk: &'a Disk,
     /// Name for messages.
     pub name: &'a Path,
     /// A block device (or its fake-tree stand-in): sync in batches, drop cache before reading.
@@ -195,19 +196,28 @@ pub fn run(src: &Source, sink: &Sink, verify: bool, progress: bool) -> Result<Ou
             _ => Vec::new(),
         };
         let w = write_phase(src, sink, raw.as_ref(), &gate, &wbar).and_then(|(wr, size, late)| {
-            sink.out
+            sink.disk
+                .file()
                 .sync_all()
                 .with_context(|| format!("fsync {}", sink.name.display()))?;
             Ok((wr, size, late))
         });
         let write_seconds = t0.elapsed().as_secs_f64();
-        match &w {
-            Ok(_) => {
-                if sink.device {
-                    drop_cache(sink.out);
-                }
-                gate.publish(u64::MAX);
+        let w = w.and_then(|(wr, size, late)| {
+            if sink.device {
+                // Everything not yet released to the verifiers: from the last batch to the end.
+                let from = *gate
+                    .upto
+                    .lock()
+                    .map_err(|_| anyhow!("verify gate poisoned"))?;
+                let from = from.min(size);
+                sink.disk.corrupt_for_test("image", from, size)?;
+                sink.disk.drop_cache(from, size - from);
             }
+            Ok((wr, size, late))
+        });
+        match &w {
+            Ok(_) => gate.publish(u64::MAX),
             Err(_) => gate.abort(),
         }
         let vr = join_all(handles);
@@ -255,11 +265,6 @@ fn start_writeback(f: &File, off: u64, len: u64) {
     }
 }
 
-fn drop_cache(f: &File) {
-    // Best effort: without it the read-back may come from memory.
-    let _ = rustix::fs::fadvise(f, 0, None, rustix::fs::Advice::DontNeed);
-}
-
 /// Tracks what was written and publishes it to the verifiers.
 struct Progress<'a> {
     sink: &'a Sink<'a>,
@@ -284,19 +289,19 @@ impl Progress<'_> {
         if !self.sink.device {
             self.gate.publish(self.end);
             if self.end - self.synced >= FILE_KICK {
-                start_writeback(self.sink.out, self.synced, self.end - self.synced);
+                start_writeback(self.sink.disk.file(), self.synced, self.end - self.synced);
                 self.synced = self.end;
             }
         } else if self.end - self.synced >= DEVICE_BATCH {
-            rustix::fs::fdatasync(self.sink.out)
-                .with_context(|| format!("sync {}", self.sink.name.display()))?;
-            let span = std::num::NonZeroU64::new(self.end - self.synced);
-            let _ = rustix::fs::fadvise(
-                self.sink.out,
-                self.synced,
-                span,
-                rustix::fs::Advice::DontNeed,
-            );
+            // Synced and dropped from the cache before the verifiers may read it: they read
+            // what the medium holds, not the pages we wrote from.
+            self.sink.disk.sync()?;
+            self.sink
+                .disk
+                .corrupt_for_test("image", self.synced, self.end)?;
+            self.sink
+                .disk
+                .drop_cache(self.synced, self.end - self.synced);
             self.synced = self.end;
             self.gate.publish(self.end);
         }
@@ -349,7 +354,8 @@ fn write_phase(
             for &(a, e) in &job.segs {
                 let at = job.off + a as u64;
                 let r = p.check_limit(job.off + e as u64).and_then(|_| {
-                    sink.out
+                    sink.disk
+                        .file()
                         .write_all_at(&job.buf[a..e], at)
                         .with_context(|| format!("write {} at offset {at}", sink.name.display()))?;
                     p.wrote(at, (e - a) as u64)
@@ -388,7 +394,13 @@ fn copy_ranges(name: &Path, img: &File, b: &Bmap, p: &mut Progress) -> Result<bo
             let n = (len - done).min(16 << 20) as usize;
             let mut a = off + done;
             let mut o = off + done;
-            match rustix::fs::copy_file_range(img, Some(&mut a), p.sink.out, Some(&mut o), n) {
+            match rustix::fs::copy_file_range(
+                img,
+                Some(&mut a),
+                p.sink.disk.file(),
+                Some(&mut o),
+                n,
+            ) {
                 Ok(0) => bail!("{} is shorter than its bmap says", name.display()),
                 Ok(k) => {
                     p.wrote(off + done, k as u64)?;
@@ -409,7 +421,7 @@ fn copy_ranges(name: &Path, img: &File, b: &Bmap, p: &mut Progress) -> Result<bo
     Ok(true)
 }
 
-fn open_stream(image: &Path, comp: Compression) -> Result<Box<dyn Read + Send>> {
+pub(crate) fn open_stream(image: &Path, comp: Compression) -> Result<Box<dyn Read + Send>> {
     let f = File::open(image).with_context(|| format!("open image {}", image.display()))?;
     let r = std::io::BufReader::with_capacity(1 << 20, f);
     Ok(match comp {
@@ -430,7 +442,7 @@ fn open_stream(image: &Path, comp: Compression) -> Result<Box<dyn Read + Send>> 
 }
 
 /// Fill `buf` from `r`; returns bytes read (less than `buf.len()` only at end of stream).
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -637,7 +649,8 @@ fn verify_worker(
             if !gate.wait(at + n as u64) {
                 return Ok(()); // the writer failed and reports it
             }
-            sink.out
+            sink.disk
+                .file()
                 .read_exact_at(&mut buf[..n], at)
                 .with_context(|| format!("read back {} at {at}", name.display()))?;
             match &c.expect {
@@ -677,7 +690,9 @@ fn verify_worker(
 
 /// Check `target` against every mapped range of `bmap` (sha256 per range).
 pub fn verify_file(target: &Path, bmap: &Bmap) -> Result<()> {
-    let f = File::open(target).with_context(|| format!("open {}", target.display()))?;
+    let disk = Disk::open(target)?;
+    // Read the medium, not pages cached from an earlier write.
+    disk.drop_cache(0, disk.size());
     let mut checks = Vec::with_capacity(bmap.ranges.len());
     for r in &bmap.ranges {
         if r.sha256.is_empty() {
@@ -695,7 +710,7 @@ pub fn verify_file(target: &Path, bmap: &Bmap) -> Result<()> {
         });
     }
     let sink = Sink {
-        out: &f,
+        disk: &disk,
         name: target,
         device: false,
         limit: None,

@@ -2,6 +2,9 @@
 # Flash benchmark: nodeforge flash (verify included) vs `bmaptool copy` vs `dd bs=4M conv=fsync`
 # on a ~2.6 GiB sparse image with ~62% of it mapped. Targets: nodeforge/bmaptool <= 1.0,
 # dd/nodeforge >= 1.5. Set BENCH_STRICT=1 to exit non-zero when a target is missed.
+# As root, the same three again onto loop devices (block devices over sparse files in BENCH_DIR):
+# nodeforge flash (verify included) vs `bmaptool copy` to another loop device, and
+# `dd bs=4M conv=fsync oflag=direct` to a third; BENCH_DEVICES=0 skips that part.
 # Env: NODEFORGE (binary, default target/release/nodeforge), BENCH_DIR (default target/bench/flash),
 #      BENCH_ROUNDS (default 2; the best time of the rounds is kept).
 set -euo pipefail
@@ -18,7 +21,12 @@ done
 
 mkdir -p "$BENCH_DIR"
 work="$(mktemp -d "$BENCH_DIR/run.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+loops=()
+cleanup() {
+  for l in "${loops[@]}"; do losetup -d "$l" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 img="$work/bench.img"
 out="$work/out.img"
 
@@ -78,6 +86,43 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "flash bench: round $round dd        $dt s (cpu $cpu s)"
 done
 rm -f "$out"
+
+# Block devices: loop devices over sparse files, one per tool, each checked with cmp.
+dev_line=""
+if [ "${BENCH_DEVICES:-1}" != 0 ] && [ "$(id -u)" = 0 ] && command -v losetup >/dev/null; then
+  for k in nf bm dd; do
+    truncate -s "$size" "$work/dev-$k"
+    l=$(losetup -f --show "$work/dev-$k") || { echo "flash bench: cannot attach a loop device" >&2; exit 1; }
+    loops+=("$l")
+  done
+  d_nf=${loops[0]}; d_bm=${loops[1]}; d_dd=${loops[2]}
+  # dev_once NAME DEV CMD...: time CMD writing DEV and compare DEV with the image; sets $dt.
+  dev_once() {
+    local name="$1" dev="$2"; shift 2
+    sync
+    local t0 t1
+    t0=$(now)
+    "$@" >/dev/null 2>"$work/err" || { echo "flash bench: $name failed:" >&2; cat "$work/err" >&2; exit 1; }
+    t1=$(now)
+    dt=$(awk "BEGIN{print $t1 - $t0}")
+    cmp -s -n "$size" "$img" "$dev" || { echo "flash bench: $name: $dev differs from the image" >&2; exit 1; }
+  }
+  td_nf=""; td_bm=""; td_dd=""
+  for round in $(seq 1 "$ROUNDS"); do
+    dev_once nodeforge "$d_nf" "$NODEFORGE" flash --yes --force "$img" "$d_nf"; td_nf=$(min "$td_nf" "$dt")
+    echo "flash bench: device round $round nodeforge $dt s"
+    dev_once bmaptool "$d_bm" bmaptool copy --bmap "$img.bmap" "$img" "$d_bm"; td_bm=$(min "$td_bm" "$dt")
+    echo "flash bench: device round $round bmaptool  $dt s"
+    dev_once dd "$d_dd" dd if="$img" of="$d_dd" bs=4M conv=fsync oflag=direct; td_dd=$(min "$td_dd" "$dt")
+    echo "flash bench: device round $round dd        $dt s"
+  done
+  rd_bm=$(awk "BEGIN{printf \"%.2f\", $td_nf / $td_bm}")
+  rd_dd=$(awk "BEGIN{printf \"%.2f\", $td_dd / $td_nf}")
+  dev_line="loop device: nodeforge $td_nf s, bmaptool copy $td_bm s, dd oflag=direct $td_dd s; nodeforge/bmaptool = $rd_bm (target <= 1.0), dd/nodeforge = $rd_dd"
+else
+  dev_line="loop device: skipped (needs root and losetup; BENCH_DEVICES=${BENCH_DEVICES:-1})"
+fi
+
 for n in nodeforge:$t_nf bmaptool:$t_bm dd:$t_dd; do
   printf 'flash bench: %-10s %7.2f s  %6.0f MB/s of image\n' "${n%%:*}" "${n#*:}" \
     "$(awk "BEGIN{print $size / ${n#*:} / 1e6}")"
@@ -90,6 +135,7 @@ ok_bm=$(awk "BEGIN{print ($r_bm <= 1.0) ? \"ok\" : \"MISSED\"}")
 ok_dd=$(awk "BEGIN{print ($r_dd >= 1.5) ? \"ok\" : \"MISSED\"}")
 echo "flash bench: nodeforge/bmaptool = $r_bm (target <= 1.0: $ok_bm)"
 echo "flash bench: dd/nodeforge       = $r_dd (target >= 1.5: $ok_dd)"
+echo "flash bench: $dev_line"
 if [ "${BENCH_STRICT:-0}" = 1 ] && { [ "$ok_bm" != ok ] || [ "$ok_dd" != ok ]; }; then
   exit 1
 fi

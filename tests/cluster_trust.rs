@@ -76,7 +76,14 @@ fn secrets(c: &Cluster) -> Secrets {
 
 /// The node's `user-data` as JSON.
 fn user_data(c: &Cluster, s: &Secrets, host: &str) -> (String, Value) {
-    let seed = nodeforge::seed::render(c, c.node(host).unwrap(), Some(s), Family::Raspios).unwrap();
+    let seed = nodeforge::seed::render(
+        c,
+        c.node(host).unwrap(),
+        Some(s),
+        Family::Raspios,
+        1_577_836_800,
+    )
+    .unwrap();
     let text = String::from_utf8(seed.file("user-data").unwrap().to_vec()).unwrap();
     let v: Value = serde_saphyr::from_str(&text).unwrap();
     (text, v)
@@ -428,7 +435,14 @@ fn inspect_reads_token_kinds_from_user_data() {
     assert!(t.ca_files.contains(&"server-ca.key 0600".to_string()));
     assert_eq!(t.ca_files.len(), 15);
     // A generic seed has no k3s config at all.
-    let g = nodeforge::seed::render(&c, c.node("w1").unwrap(), None, Family::Raspios).unwrap();
+    let g = nodeforge::seed::render(
+        &c,
+        c.node("w1").unwrap(),
+        None,
+        Family::Raspios,
+        1_577_836_800,
+    )
+    .unwrap();
     assert!(nodeforge::inspect::trust_of(g.file("user-data").unwrap()).is_none());
 }
 

@@ -405,6 +405,8 @@ board = "x86_64"
         token: "FAKE-TOKEN-gpu".into(),
         datastore_password: None,
         node_passwords: pw,
+        agent_token: None,
+        ca: None,
     };
     let seed = nodeforge::seed::render(
         &cluster,

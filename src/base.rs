@@ -61,6 +61,9 @@ pub struct Base {
     pub boot_fat: Option<BaseFat>,
     /// `/etc/os-release` from the root filesystem, when readable.
     pub os_release: Option<String>,
+    /// Indices into `layout.partitions` of FAT partitions labelled `CIDATA` (a seed left by an
+    /// earlier build or another tool). nodeforge owns the seed: these are dropped when composing.
+    pub seed_partitions: Vec<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -644,6 +647,13 @@ pub struct Detected {
     /// Filesystem probe of every partition, parallel to `layout.partitions`.
     pub fs: Vec<FsKind>,
     pub os_release: Option<String>,
+    /// FAT partitions labelled `CIDATA` (see [`Base::seed_partitions`]).
+    pub seed_partitions: Vec<usize>,
+}
+
+/// True for a FAT volume labelled `CIDATA` (cloud-init NoCloud matches the label case-insensitively).
+fn is_cidata(k: &FsKind) -> bool {
+    matches!(k, FsKind::Fat { label, .. } if label.eq_ignore_ascii_case(crate::compose::CIDATA_LABEL))
 }
 
 fn is_fat(k: &FsKind) -> bool {
@@ -667,9 +677,15 @@ pub fn detect(raw: &Path, family: Option<Family>) -> Result<Detected> {
 
     let gpt = matches!(layout.table, TableKind::Gpt { .. });
     // Boot FAT: the ESP on GPT, else the lowest-numbered FAT partition.
+    // A CIDATA volume is a seed, never the boot FAT.
     let boot = layout.partitions.iter().enumerate().position(|(i, p)| {
-        is_fat(&fs[i]) && (!gpt || p.part_type == PartType::Gpt(partition::ESP_TYPE))
+        is_fat(&fs[i])
+            && !is_cidata(&fs[i])
+            && (!gpt || p.part_type == PartType::Gpt(partition::ESP_TYPE))
     });
+    let seed_partitions: Vec<usize> = (0..fs.len())
+        .filter(|&i| is_cidata(&fs[i]) && Some(i) != boot)
+        .collect();
     // Root: the largest ext4 partition (with a Linux type on GPT).
     let root = layout
         .partitions
@@ -717,6 +733,7 @@ pub fn detect(raw: &Path, family: Option<Family>) -> Result<Detected> {
         root,
         fs,
         os_release,
+        seed_partitions,
     })
 }
 
@@ -846,6 +863,7 @@ pub fn open(raw: &Path, family: Option<Family>) -> Result<Base> {
         root: d.root,
         boot_fat,
         os_release: d.os_release,
+        seed_partitions: d.seed_partitions,
     })
 }
 

@@ -326,7 +326,7 @@ impl Profile {
 /// A node's network settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Network {
-    /// DHCP on the first NIC (cloud-init's fallback: no network-config is written).
+    /// DHCP: on `eth0` for a Pi, on `interface` when given, else cloud-init's fallback (first NIC).
     Dhcp,
     /// A static IPv4 address.
     Static {

@@ -180,8 +180,13 @@ impl Session {
         let fetched = fetch::fetch_source(&self.fetcher, &src, &what)?;
         let name = format!("base-{}", board.as_str());
         self.record(fetched.lock_entry(&name))?;
-        let raw = base::unpack_to_cache(&fetched.path, &src.sha256, self.fetcher.cache_dir())
-            .with_context(|| format!("unpacking {what} ({})", src.url))?;
+        let raw = base::unpack_base(
+            &fetched.path,
+            &src.sha256,
+            self.fetcher.cache_dir(),
+            bref.family.or(catalog_family),
+        )
+        .with_context(|| format!("unpacking {what} ({})", src.url))?;
         let family = bref.family.or(catalog_family);
         let opened =
             base::open(&raw, family).with_context(|| format!("reading {what} ({})", src.url))?;

@@ -269,3 +269,72 @@ fn debian_raspi_base_with_a_seed() {
 fn debian_generic_base_with_a_seed() {
     check_family("debian-generic", "x86_64");
 }
+
+/// A `cmdline.txt` and `config.txt` saved on Windows (UTF-8 BOM, CRLF), placed by mcopy: the
+/// built image's files have no BOM, LF line ends, cmdline.txt one line with the flags once.
+#[test]
+fn bom_and_crlf_boot_files_are_normalised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    mirror(dir);
+    let base = dir.join("fixture.img");
+    let st = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/mkbase.sh"
+        ))
+        .arg("raspios")
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "mkbase: {}", stderr(&st));
+    let boot = format!("{}@@{}", base.display(), 16384 * 512);
+    let cmdline = dir.join("cmdline.txt");
+    fs::write(
+        &cmdline,
+        "\u{feff}console=serial0,115200 console=tty1 root=PARTUUID=6c8f4d2e-02 rootfstype=ext4 rootwait\r\n",
+    )
+    .unwrap();
+    let config = dir.join("config.txt");
+    fs::write(&config, "\u{feff}arm_64bit=1\r\n[pi4]\r\narm_boost=1\r\n").unwrap();
+    for f in [&cmdline, &config] {
+        run(Command::new("mcopy")
+            .args(["-o", "-i", &boot])
+            .arg(f)
+            .arg("::"));
+    }
+    // The base really carries the BOM now.
+    let back = dir.join("back.txt");
+    run(Command::new("mcopy")
+        .args(["-n", "-i", &boot, "::cmdline.txt"])
+        .arg(&back));
+    assert!(fs::read(&back).unwrap().starts_with(&[0xEF, 0xBB, 0xBF]));
+
+    cluster(dir, "rpi4", &base, "raspios");
+    let o = nodeforge(dir, &["init", "--update", "-c", "cluster.toml"]);
+    assert!(o.status.success(), "init: {}", stderr(&o));
+    let o = nodeforge(
+        dir,
+        &["build", "b", "-c", "cluster.toml", "--cache-dir", "cache"],
+    );
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let img = dir.join("out/b/b.img");
+    let spec = format!("{}@@{}", img.display(), 16384 * 512);
+    for (name, want) in [
+        (
+            "cmdline.txt",
+            "console=serial0,115200 console=tty1 root=PARTUUID=6c8f4d2e-02 rootfstype=ext4 rootwait cgroup_memory=1 cgroup_enable=memory\n",
+        ),
+        (
+            "config.txt",
+            "arm_64bit=1\n[pi4]\narm_boost=1\n\n# added by nodeforge\n[all]\nenable_uart=1\n",
+        ),
+    ] {
+        let got = dir.join(format!("got-{name}"));
+        run(Command::new("mcopy")
+            .args(["-n", "-i", &spec])
+            .arg(format!("::{name}"))
+            .arg(&got));
+        assert_eq!(fs::read_to_string(&got).unwrap(), want, "{name}");
+    }
+}

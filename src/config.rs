@@ -94,6 +94,9 @@ pub struct BaseRef {
     /// Expected sha256 (hex) of the downloaded file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Expected sha512 (hex), for files published with SHA512SUMS only (Debian cloud images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
     /// Family override (otherwise detected from the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<Family>,
@@ -688,11 +691,11 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         let r = match r {
             Some(mut r) => {
                 r.base = resolve_ref(&r.base, &dir);
-                if !r.is_catalog() && r.sha256.is_none() {
+                if !r.is_catalog() && r.sha256.is_none() && r.sha512.is_none() {
                     issues.push(Issue::error(
                         None,
                         format!(
-                            "[boards.{b}] base {} is a URL or path: it needs `sha256`",
+                            "[boards.{b}] base {} is a URL or path: it needs `sha256` or `sha512`",
                             r.base
                         ),
                     ));
@@ -706,6 +709,7 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
                     .map(|x| x.1.to_string())
                     .unwrap_or_default(),
                 sha256: None,
+                sha512: None,
                 family: None,
             },
         };
@@ -1160,6 +1164,7 @@ pub fn plan(c: &Cluster) -> String {
                 r.sha256
                     .as_deref()
                     .map(|h| format!(" sha256 {h}"))
+                    .or_else(|| r.sha512.as_deref().map(|h| format!(" sha512 {h}")))
                     .unwrap_or_default(),
                 r.expected_family(b).name()
             ));

@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::lock::{Lock, LockEntry};
 
@@ -42,26 +42,73 @@ impl Arch {
     }
 }
 
-/// An input pinned by its content: where to get it and the sha256 it must have.
+/// An input pinned by its content: where to get it and the sha256 and/or sha512 it must have.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// `https://`, `http://`, `file:///abs/path` or a plain absolute path.
     pub url: String,
-    /// Lowercase hex sha256 (64 characters).
+    /// Lowercase hex sha256 (64 characters); empty when only `sha512` pins the source (it is
+    /// filled in from the content once fetched, see [`fetch_source`]).
     pub sha256: String,
+    /// Lowercase hex sha512 (128 characters), for inputs whose publisher gives only SHA512SUMS
+    /// (Debian cloud images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
 }
 
 impl Source {
     /// A source with a validated (and lowercased) sha256 and a supported URL.
     pub fn new(url: &str, sha256: &str) -> Result<Source> {
-        let sha256 =
-            normalize_sha256(sha256).with_context(|| format!("invalid sha256 for {url}"))?;
+        Source::pinned(url, Some(sha256), None)
+    }
+
+    /// A source pinned by a sha256, a sha512 or both (at least one).
+    pub fn pinned(url: &str, sha256: Option<&str>, sha512: Option<&str>) -> Result<Source> {
+        let sha256 = sha256
+            .map(normalize_sha256)
+            .transpose()
+            .with_context(|| format!("invalid sha256 for {url}"))?;
+        let sha512 = sha512
+            .map(normalize_sha512)
+            .transpose()
+            .with_context(|| format!("invalid sha512 for {url}"))?;
+        if sha256.is_none() && sha512.is_none() {
+            bail!("{url} has neither a sha256 nor a sha512 pin");
+        }
         parse_location(url)?;
         Ok(Source {
             url: url.to_string(),
-            sha256,
+            sha256: sha256.unwrap_or_default(),
+            sha512,
         })
     }
+
+    /// The pin that names this source in the caches: its sha256, else `sha512-<hex>`.
+    pub fn cache_key(&self) -> String {
+        match (&self.sha512, self.sha256.is_empty()) {
+            (Some(h), true) => h.clone(),
+            _ => self.sha256.clone(),
+        }
+    }
+}
+
+/// Check that `s` is 128 hex characters and return it in lowercase.
+pub fn normalize_sha512(s: &str) -> Result<String> {
+    let s = s.trim();
+    if s.len() != 128 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{s:?} is not a sha512 (128 hex characters)");
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// sha512 of a whole file, lowercase hex.
+pub fn sha512_file(path: &Path) -> Result<String> {
+    let mut h = Sha512::new();
+    crate::output::for_each_chunk(path, &mut |chunk| {
+        h.update(chunk);
+        Ok(())
+    })?;
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Check that `s` is 64 hex characters and return it in lowercase.
@@ -266,43 +313,118 @@ impl Fetcher {
     /// Make `src` available in the cache and return `<cache>/blobs/<sha256>`.
     /// `what` names the input in messages (e.g. `base image raspios-lite-arm64`).
     pub fn fetch(&self, src: &Source, what: &str) -> Result<PathBuf> {
-        let sha = normalize_sha256(&src.sha256)
-            .with_context(|| format!("invalid sha256 for {what} ({})", src.url))?;
-        let blob = self.blob_path(&sha);
-        if blob.is_file() {
-            return Ok(blob);
+        Ok(self.fetch_pinned(src, what)?.0)
+    }
+
+    /// [`Fetcher::fetch`], also returning the content's sha256 (known only after fetching when
+    /// `src` is pinned by sha512 alone). A sha512-pinned blob is stored as `blobs/<sha256>`
+    /// with an index file `blobs/sha512-<hex>` holding that sha256.
+    pub fn fetch_pinned(&self, src: &Source, what: &str) -> Result<(PathBuf, String)> {
+        let want512 = src
+            .sha512
+            .as_deref()
+            .map(normalize_sha512)
+            .transpose()
+            .with_context(|| format!("invalid sha512 for {what} ({})", src.url))?;
+        let by512 = src.sha256.trim().is_empty();
+        let index = want512
+            .as_ref()
+            .map(|h| self.cache_dir.join("blobs").join(format!("sha512-{h}")));
+        let known256 = if by512 {
+            let Some(index) = &index else {
+                bail!("{what} ({}) has neither a sha256 nor a sha512 pin", src.url);
+            };
+            fs::read_to_string(index)
+                .ok()
+                .and_then(|t| normalize_sha256(&t).ok())
+        } else {
+            Some(
+                normalize_sha256(&src.sha256)
+                    .with_context(|| format!("invalid sha256 for {what} ({})", src.url))?,
+            )
+        };
+        // Verified sha512 pins are recorded in the index; a sha256 pin alone is its own proof.
+        let indexed = |sha: &str| match &index {
+            Some(i) => fs::read_to_string(i).is_ok_and(|t| t.trim() == sha),
+            None => true,
+        };
+        if let Some(sha) = &known256 {
+            let blob = self.blob_path(sha);
+            if blob.is_file() && indexed(sha) {
+                return Ok((blob, sha.clone()));
+            }
+            // Cached under its sha256 before the sha512 pin was known: check it in place.
+            if let (true, Some(h), Some(index)) = (blob.is_file(), &want512, &index) {
+                if &sha512_file(&blob)? == h {
+                    crate::output::write_atomic(index, format!("{sha}\n").as_bytes())
+                        .with_context(|| format!("writing {}", index.display()))?;
+                    return Ok((blob, sha.clone()));
+                }
+            }
         }
+        let key = match (&known256, &want512) {
+            (Some(sha), _) if !by512 => sha.clone(),
+            (_, Some(h)) => format!("sha512-{h}"),
+            _ => bail!("{what} ({}) has no usable pin", src.url),
+        };
         let loc = parse_location(&src.url).with_context(|| format!("source of {what}"))?;
         if self.offline {
             if let Location::Http(_) = loc {
                 bail!(
-                    "offline: {what} is not in the cache {} (url {}, sha256 {sha}); \
+                    "offline: {what} is not in the cache {} (url {}, {}); \
                      run `nodeforge fetch` while online first",
                     self.cache_dir.display(),
-                    src.url
+                    src.url,
+                    if by512 {
+                        "pinned by sha512"
+                    } else {
+                        "pinned by sha256"
+                    }
                 );
             }
         }
-        let _guard = self.lock_blob(&sha, what)?;
+        let _guard = self.lock_blob(&key, what)?;
         // Another process may have finished it while we waited for the lock.
-        if blob.is_file() {
-            return Ok(blob);
+        if let Some(sha) = known256.as_ref().filter(|_| !by512) {
+            let blob = self.blob_path(sha);
+            if blob.is_file() && indexed(sha) {
+                return Ok((blob, sha.clone()));
+            }
         }
-        let partial = self.cache_dir.join("blobs").join(format!("{sha}.partial"));
+        let partial = self.cache_dir.join("blobs").join(format!("{key}.partial"));
         let actual = match &loc {
             Location::File(path) => copy_local(path, &partial, what)?,
             Location::Http(url) => self.download(url, &partial, what)?.0,
         };
-        if actual != sha {
-            let _ = fs::remove_file(&partial);
-            bail!(
-                "sha256 mismatch for {what} from {}: expected {sha}, got {actual} \
-                 (the download was discarded)",
-                src.url
-            );
+        if let Some(sha) = known256.as_ref().filter(|_| !by512) {
+            if &actual != sha {
+                let _ = fs::remove_file(&partial);
+                bail!(
+                    "sha256 mismatch for {what} from {}: expected {sha}, got {actual} \
+                     (the download was discarded)",
+                    src.url
+                );
+            }
         }
+        if let (Some(h), Some(index)) = (&want512, &index) {
+            let got = sha512_file(&partial)?;
+            if &got != h {
+                let _ = fs::remove_file(&partial);
+                bail!(
+                    "sha512 mismatch for {what} from {}: expected {h}, got {got} \
+                     (the download was discarded)",
+                    src.url
+                );
+            }
+            let blob = self.blob_path(&actual);
+            finish_blob(&partial, &blob)?;
+            crate::output::write_atomic(index, format!("{actual}\n").as_bytes())
+                .with_context(|| format!("writing {}", index.display()))?;
+            return Ok((blob, actual));
+        }
+        let blob = self.blob_path(&actual);
         finish_blob(&partial, &blob)?;
-        Ok(blob)
+        Ok((blob, actual))
     }
 
     /// Fetch a URL whose hash is not known in advance; returns the cached blob and its sha256.
@@ -696,16 +818,17 @@ impl Fetched {
             name: name.to_string(),
             url: self.source.url.clone(),
             sha256: self.source.sha256.clone(),
+            sha512: self.source.sha512.clone(),
             size: self.size,
         }
     }
 }
 
-/// Fetch `src` and describe the result.
+/// Fetch `src` and describe the result (its sha256 filled in when only a sha512 pinned it).
 pub fn fetch_source(f: &Fetcher, src: &Source, what: &str) -> Result<Fetched> {
-    let path = f.fetch(src, what)?;
+    let (path, sha256) = f.fetch_pinned(src, what)?;
     let mut source = src.clone();
-    source.sha256 = normalize_sha256(&src.sha256)?;
+    source.sha256 = sha256;
     Fetched::new(source, path)
 }
 
@@ -857,7 +980,14 @@ pub fn k3s_bundle(
                 .with_context(|| format!("{name} is pinned in the lock to sha256 {}", pin.sha256)),
             None => {
                 let (path, sha) = f.fetch_unpinned(&url, what)?;
-                Fetched::new(Source { url, sha256: sha }, path)
+                Fetched::new(
+                    Source {
+                        url,
+                        sha256: sha,
+                        sha512: None,
+                    },
+                    path,
+                )
             }
         }
     };

@@ -44,6 +44,10 @@ fn mirror(dir: &Path) -> PathBuf {
 }
 
 fn cluster(dir: &Path, board: &str, base: &Path, family: &str) {
+    cluster_pinned(dir, board, base, family, "sha256", &sha256(base));
+}
+
+fn cluster_pinned(dir: &Path, board: &str, base: &Path, family: &str, key: &str, hash: &str) {
     let iface = if board == "x86_64" {
         "interface = \"enp1s0\"\n"
     } else {
@@ -57,7 +61,7 @@ server = "https://10.0.0.10:6443"
 ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGxq me@laptop"]
 [boards.{board}]
 base = "{}"
-sha256 = "{}"
+{key} = "{hash}"
 family = "{family}"
 [k3s]
 mirror = "file://{}"
@@ -75,7 +79,6 @@ role = "agent"
 board = "{board}"
 "#,
         base.display(),
-        sha256(base),
         dir.join("mirror").display()
     );
     fs::write(dir.join("cluster.toml"), text).unwrap();
@@ -337,4 +340,68 @@ fn bom_and_crlf_boot_files_are_normalised() {
             .arg(&got));
         assert_eq!(fs::read_to_string(&got).unwrap(), want, "{name}");
     }
+}
+
+/// A base pinned by `sha512` in `[boards.x86_64]` builds, and the lock records both hashes.
+#[test]
+fn base_pinned_by_sha512() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    mirror(dir);
+    let base = dir.join("disk.tar.xz");
+    let st = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/mkbase.sh"
+        ))
+        .arg("debian-generic")
+        .arg(&base)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "mkbase: {}", stderr(&st));
+    let s512 = run(Command::new("sha512sum").arg(&base));
+    let s512 = s512.split_whitespace().next().unwrap();
+    cluster_pinned(dir, "x86_64", &base, "debian-generic", "sha512", s512);
+    let o = nodeforge(dir, &["init", "--update", "-c", "cluster.toml"]);
+    assert!(o.status.success(), "init: {}", stderr(&o));
+    let o = nodeforge(
+        dir,
+        &["build", "b", "-c", "cluster.toml", "--cache-dir", "cache"],
+    );
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let lock = fs::read_to_string(dir.join("nodeforge.lock")).unwrap();
+    assert!(lock.contains(&format!("sha512 = \"{s512}\"")), "{lock}");
+    assert!(
+        lock.contains(&format!("sha256 = \"{}\"", sha256(&base))),
+        "{lock}"
+    );
+    let o = nodeforge(
+        dir,
+        &[
+            "build",
+            "b",
+            "-c",
+            "cluster.toml",
+            "--cache-dir",
+            "cache",
+            "--locked",
+            "--offline",
+        ],
+    );
+    assert!(o.status.success(), "locked offline build: {}", stderr(&o));
+    // A wrong sha512 is refused naming the key's kind.
+    cluster_pinned(
+        dir,
+        "x86_64",
+        &base,
+        "debian-generic",
+        "sha512",
+        &"0".repeat(128),
+    );
+    let o = nodeforge(
+        dir,
+        &["build", "b", "-c", "cluster.toml", "--cache-dir", "cache2"],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("sha512 mismatch"), "{}", stderr(&o));
 }

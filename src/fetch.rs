@@ -626,6 +626,12 @@ impl Fetcher {
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                 return Ok(Attempt::Retry(anyhow!("HTTP {s} from {url}")));
             }
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                return Err(anyhow::Error::new(NotFound {
+                    location: url.to_string(),
+                    status: status.to_string(),
+                }))
+            }
             s => bail!("HTTP {s} fetching {url}"),
         }
         if let Some(len) = resp.content_length() {
@@ -673,10 +679,41 @@ fn is_transient(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
+/// A source that does not exist: HTTP 404/410, or a missing local file. Callers that try
+/// several places (k3s mirror layouts) look for it with `downcast_ref`.
+#[derive(Debug)]
+pub struct NotFound {
+    /// URL or path.
+    pub location: String,
+    /// `404 Not Found`, or `no such file`.
+    pub status: String,
+}
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.location, self.status)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+/// True when `e` (or its cause) is a [`NotFound`].
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<NotFound>().is_some())
+}
+
 /// Copy a local file into `dest` while hashing it; all-zero blocks become holes.
 fn copy_local(src: &Path, dest: &Path, what: &str) -> Result<String> {
-    let mut input =
-        File::open(src).with_context(|| format!("opening {what} at {}", src.display()))?;
+    let mut input = match File::open(src) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(anyhow::Error::new(NotFound {
+                location: src.display().to_string(),
+                status: "no such file".into(),
+            })
+            .context(format!("opening {what}")))
+        }
+        r => r.with_context(|| format!("opening {what} at {}", src.display()))?,
+    };
     let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
@@ -886,6 +923,21 @@ enum Mirror {
     Dir(PathBuf),
 }
 
+/// Where a mirror keeps a release's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MirrorLayout {
+    /// Like GitHub's release downloads: `<mirror>/<version>/<asset>`.
+    Versioned,
+    /// One release's files directly in the mirror: `<mirror>/<asset>`.
+    Flat,
+}
+
+/// The layouts a mirror may use, described for error messages.
+const LAYOUT_HELP: &str = "a k3s mirror is laid out like GitHub's release downloads \
+    (<mirror>/<version>/k3s, .../k3s-arm64, .../sha256sum-amd64.txt, .../sha256sum-arm64.txt, \
+    .../install.sh) or holds one release's files directly (<mirror>/k3s-arm64, \
+    <mirror>/sha256sum-arm64.txt, <mirror>/install.sh; <version> with `+` written as `%2B` in URLs)";
+
 impl Mirror {
     fn parse(mirror: &str) -> Result<Mirror> {
         let m = mirror.trim().trim_end_matches('/');
@@ -898,33 +950,35 @@ impl Mirror {
         }
     }
 
-    /// URL of a release asset.
-    fn asset(&self, version: &str, asset: &str) -> String {
-        let v = version.replace('+', "%2B");
+    /// The layouts to try, in order.
+    fn layouts(&self) -> &'static [MirrorLayout] {
         match self {
-            Mirror::GitHub => format!("{DEFAULT_K3S_MIRROR}/{v}/{asset}"),
-            Mirror::Http(m) => format!("{m}/{v}/{asset}"),
-            Mirror::Dir(d) => {
-                // Accept `<dir>/<version>/<asset>` and a folder holding one release.
-                let nested = d.join(version).join(asset);
-                let path = if nested.exists() {
-                    nested
-                } else {
-                    d.join(asset)
-                };
-                file_url(&path)
-            }
+            Mirror::GitHub => &[MirrorLayout::Versioned],
+            _ => &[MirrorLayout::Versioned, MirrorLayout::Flat],
         }
     }
 
-    /// URL of install.sh pinned to the k3s repository at `version`.
-    fn install_sh(&self, version: &str) -> String {
+    /// URL of a release asset in `layout`.
+    fn asset(&self, layout: MirrorLayout, version: &str, asset: &str) -> String {
+        let v = version.replace('+', "%2B");
+        match (self, layout) {
+            (Mirror::GitHub, _) => format!("{DEFAULT_K3S_MIRROR}/{v}/{asset}"),
+            (Mirror::Http(m), MirrorLayout::Versioned) => format!("{m}/{v}/{asset}"),
+            (Mirror::Http(m), MirrorLayout::Flat) => format!("{m}/{asset}"),
+            (Mirror::Dir(d), MirrorLayout::Versioned) => file_url(&d.join(version).join(asset)),
+            (Mirror::Dir(d), MirrorLayout::Flat) => file_url(&d.join(asset)),
+        }
+    }
+
+    /// URL of install.sh: pinned to the k3s repository at `version` for GitHub, else the
+    /// mirror's copy.
+    fn install_sh(&self, layout: MirrorLayout, version: &str) -> String {
         match self {
             Mirror::GitHub => format!(
                 "https://raw.githubusercontent.com/k3s-io/k3s/{}/install.sh",
                 version.replace('+', "%2B")
             ),
-            _ => self.asset(version, "install.sh"),
+            _ => self.asset(layout, version, "install.sh"),
         }
     }
 }
@@ -968,12 +1022,7 @@ pub fn k3s_bundle(
     let m = Mirror::parse(mirror)?;
     let a = arch.as_str();
 
-    let fetch_maybe_pinned = |asset: &str, what: &str| -> Result<Fetched> {
-        let url = if asset == "install.sh" {
-            m.install_sh(version)
-        } else {
-            m.asset(version, asset)
-        };
+    let fetch_maybe_pinned = |url: String, asset: &str, what: &str| -> Result<Fetched> {
         let name = k3s_lock_name(version, asset);
         match pins.get(&name) {
             Some(pin) => fetch_source(f, &Source::new(&url, &pin.sha256)?, what)
@@ -992,20 +1041,69 @@ pub fn k3s_bundle(
         }
     };
 
+    // The sums file decides the layout: the one the lock recorded, else the first that has it.
     let sums_asset = format!("sha256sum-{a}.txt");
-    let sums = fetch_maybe_pinned(&sums_asset, &format!("k3s {version} {sums_asset}"))?;
+    let sums_what = format!("k3s {version} {sums_asset}");
+    let locked_layout = pins
+        .get(&k3s_lock_name(version, &sums_asset))
+        .and_then(|pin| {
+            m.layouts()
+                .iter()
+                .copied()
+                .find(|l| m.asset(*l, version, &sums_asset) == pin.url)
+        });
+    let mut tried = Vec::new();
+    let mut found = None;
+    for &layout in m.layouts() {
+        if locked_layout.is_some_and(|l| l != layout) {
+            continue;
+        }
+        let url = m.asset(layout, version, &sums_asset);
+        tried.push(url.clone());
+        match fetch_maybe_pinned(url, &sums_asset, &sums_what) {
+            Ok(s) => {
+                found = Some((layout, s));
+                break;
+            }
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((layout, sums)) = found else {
+        bail!(
+            "k3s {version}: {sums_asset} is not on the mirror {mirror:?} (tried {}); {LAYOUT_HELP}",
+            tried.join(", ")
+        );
+    };
+    let missing = |e: anyhow::Error, url: &str| -> anyhow::Error {
+        if is_not_found(&e) {
+            e.context(format!(
+                "k3s {version}: {url} is missing although {} is there; {LAYOUT_HELP}",
+                sums.source.url
+            ))
+        } else {
+            e
+        }
+    };
     let text = fs::read_to_string(&sums.path)
         .with_context(|| format!("reading {} ({})", sums.path.display(), sums.source.url))?;
 
     let from_sums = |asset: &str| -> Result<Fetched> {
         let sha = find_in_sha256sums(&text, asset)
             .ok_or_else(|| anyhow!("{sums_asset} ({}) has no line for {asset}", sums.source.url))?;
-        let src = Source::new(&m.asset(version, asset), &sha)?;
-        fetch_source(f, &src, &format!("k3s {version} {asset}"))
+        let url = m.asset(layout, version, asset);
+        let src = Source::new(&url, &sha)?;
+        fetch_source(f, &src, &format!("k3s {version} {asset}")).map_err(|e| missing(e, &url))
     };
 
     let binary = from_sums(k3s_binary_asset(arch))?;
-    let install_sh = fetch_maybe_pinned("install.sh", &format!("k3s {version} install.sh"))?;
+    let install_url = m.install_sh(layout, version);
+    let install_sh = fetch_maybe_pinned(
+        install_url.clone(),
+        "install.sh",
+        &format!("k3s {version} install.sh"),
+    )
+    .map_err(|e| missing(e, &install_url))?;
     let airgap = if airgap {
         Some(from_sums(&format!("k3s-airgap-images-{a}.tar.zst"))?)
     } else {
@@ -1065,19 +1163,24 @@ mod tests {
 
     #[test]
     fn mirror_urls() {
+        let v = MirrorLayout::Versioned;
         let m = Mirror::parse("").unwrap();
         assert_eq!(
-            m.asset("v1.31.4+k3s1", "k3s"),
+            m.asset(v, "v1.31.4+k3s1", "k3s"),
             "https://github.com/k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s"
         );
         assert_eq!(
-            m.install_sh("v1.31.4+k3s1"),
+            m.install_sh(v, "v1.31.4+k3s1"),
             "https://raw.githubusercontent.com/k3s-io/k3s/v1.31.4%2Bk3s1/install.sh"
         );
         let m = Mirror::parse("http://mirror.lan/k3s/").unwrap();
         assert_eq!(
-            m.install_sh("v1.2.3+k3s1"),
+            m.install_sh(v, "v1.2.3+k3s1"),
             "http://mirror.lan/k3s/v1.2.3%2Bk3s1/install.sh"
+        );
+        assert_eq!(
+            m.asset(MirrorLayout::Flat, "v1.2.3+k3s1", "k3s-arm64"),
+            "http://mirror.lan/k3s/k3s-arm64"
         );
     }
 }

@@ -7,8 +7,11 @@
 //! - `tmp/`: downloads whose hash is not known in advance (k3s `sha256sum-*.txt`, a
 //!   trust-on-first-use `install.sh`), renamed to `blobs/<their sha256>` when complete.
 //!
-//! `file://` sources (and plain absolute paths) are hashed while being copied into the cache,
-//! so a later `--offline` build still works when the original file is gone or on a detached disk.
+//! Pinned `file://` sources (and plain absolute paths) are verified in place and used from
+//! where they are: `local/<pin>` records the file's device, inode, size and mtime with its
+//! sha256, so an unchanged file is not hashed again. A file that might move — under `/media`,
+//! `/run/media` or `/mnt`, or on a network or FUSE filesystem — is instead hashed while being
+//! copied into `blobs/`, so a later `--offline` build works when that disk is detached.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
@@ -253,7 +256,7 @@ enum Attempt {
 impl Fetcher {
     /// A fetcher using `cache_dir` (created if missing); `offline` forbids network access.
     pub fn new(cache_dir: PathBuf, offline: bool) -> Result<Self> {
-        for sub in ["blobs", "locks", "tmp"] {
+        for sub in ["blobs", "locks", "tmp", "local"] {
             let d = cache_dir.join(sub);
             fs::create_dir_all(&d)
                 .with_context(|| format!("creating cache directory {}", d.display()))?;
@@ -383,6 +386,12 @@ impl Fetcher {
                 );
             }
         }
+        if let Location::File(path) = &loc {
+            if !might_move(path) {
+                let want256 = known256.as_deref().filter(|_| !by512);
+                return self.verify_in_place(path, &key, want256, want512.as_deref(), what);
+            }
+        }
         let _guard = self.lock_blob(&key, what)?;
         // Another process may have finished it while we waited for the lock.
         if let Some(sha) = known256.as_ref().filter(|_| !by512) {
@@ -425,6 +434,74 @@ impl Fetcher {
         let blob = self.blob_path(&actual);
         finish_blob(&partial, &blob)?;
         Ok((blob, actual))
+    }
+
+    /// Verify a local file where it is against its pins; `local/<key>` remembers a verified
+    /// file's identity (device, inode, size, mtime) and sha256 so it is hashed once.
+    fn verify_in_place(
+        &self,
+        path: &Path,
+        key: &str,
+        want256: Option<&str>,
+        want512: Option<&str>,
+        what: &str,
+    ) -> Result<(PathBuf, String)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = match fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(NotFound {
+                    location: path.display().to_string(),
+                    status: "no such file".into(),
+                })
+                .context(format!("opening {what}")))
+            }
+            r => r.with_context(|| format!("reading {what} at {}", path.display()))?,
+        };
+        if !m.is_file() {
+            bail!("{what} at {} is not a regular file", path.display());
+        }
+        let stamp = format!(
+            "{} {} {} {} {}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        let record = self.cache_dir.join("local").join(key);
+        if let Ok(text) = fs::read_to_string(&record) {
+            let mut lines = text.lines();
+            if let (Some(st), Some(sha), Some(p)) = (lines.next(), lines.next(), lines.next()) {
+                let sha_ok = want256.map_or(true, |w| w == sha);
+                if st == stamp && p == path.display().to_string() && sha_ok {
+                    return Ok((path.to_path_buf(), sha.to_string()));
+                }
+            }
+        }
+        let sha = sha256_file(path).with_context(|| format!("hashing {what}"))?;
+        if let Some(w) = want256 {
+            if sha != w {
+                bail!(
+                    "sha256 mismatch for {what} at {}: expected {w}, got {sha} (nothing was cached)",
+                    path.display()
+                );
+            }
+        }
+        if let Some(w) = want512 {
+            let got = sha512_file(path).with_context(|| format!("hashing {what}"))?;
+            if got != w {
+                bail!(
+                    "sha512 mismatch for {what} at {}: expected {w}, got {got} (nothing was cached)",
+                    path.display()
+                );
+            }
+        }
+        crate::output::write_atomic(
+            &record,
+            format!("{stamp}\n{sha}\n{}\n", path.display()).as_bytes(),
+        )
+        .with_context(|| format!("writing {}", record.display()))?;
+        Ok((path.to_path_buf(), sha))
     }
 
     /// Fetch a URL whose hash is not known in advance; returns the cached blob and its sha256.
@@ -677,6 +754,28 @@ fn content_range_start(v: &str) -> Option<u64> {
 
 fn is_transient(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+}
+
+/// True when a local file may not be there at the next build: it is under `/media`,
+/// `/run/media` or `/mnt` (where removable disks are mounted), or on a network or FUSE
+/// filesystem (NFS, SMB/CIFS, FUSE, autofs; `statfs` magic numbers from linux/magic.h).
+pub fn might_move(path: &Path) -> bool {
+    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if ["/media", "/run/media", "/mnt"]
+        .iter()
+        .any(|m| real.starts_with(m))
+    {
+        return true;
+    }
+    const MOVABLE: [u64; 6] = [
+        0x6969,      // NFS
+        0x517B,      // SMB
+        0xFF53_4D42, // CIFS
+        0xFE53_4D42, // SMB2
+        0x6573_5546, // FUSE
+        0x0187,      // autofs
+    ];
+    rustix::fs::statfs(&real).is_ok_and(|st| MOVABLE.contains(&(st.f_type as u64)))
 }
 
 /// A source that does not exist: HTTP 404/410, or a missing local file. Callers that try
@@ -1153,6 +1252,15 @@ mod tests {
         assert_eq!(find_in_sha256sums(&text, "k3s-arm64"), Some(h1));
         assert_eq!(find_in_sha256sums(&text, "k3s"), Some(h2));
         assert_eq!(find_in_sha256sums(&text, "k3s-arm"), None);
+    }
+
+    #[test]
+    fn removable_places_might_move() {
+        assert!(might_move(Path::new("/media/usb/base.img.xz")));
+        assert!(might_move(Path::new("/run/media/me/disk/base.img")));
+        assert!(might_move(Path::new("/mnt/nas/base.img")));
+        assert!(!might_move(Path::new("/home/me/images/base.img")));
+        assert!(!might_move(Path::new("/mediax/base.img")));
     }
 
     #[test]

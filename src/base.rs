@@ -1,6 +1,11 @@
 //! Base images: unpack (raw, .xz, .gz, .tar.xz/.tar.gz with disk.raw) into the cache as sparse raw,
 //! read the layout and the boot FAT, and detect the family.
 
+mod tar_sparse;
+mod verify;
+
+pub use verify::check_raw;
+
 use crate::fat::BaseFat;
 use crate::partition::{self, DiskLayout, PartType, Partition, TableKind};
 use crate::sparse::{self, SparseWriter};
@@ -61,6 +66,9 @@ pub struct Base {
     pub boot_fat: Option<BaseFat>,
     /// `/etc/os-release` from the root filesystem, when readable.
     pub os_release: Option<String>,
+    /// Indices into `layout.partitions` of FAT partitions labelled `CIDATA` (a seed left by an
+    /// earlier build or another tool). nodeforge owns the seed: these are dropped when composing.
+    pub seed_partitions: Vec<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -98,11 +106,28 @@ fn has_boot_signature(head: &[u8]) -> bool {
     head.len() >= 512 && head[510..512] == [0x55, 0xAA]
 }
 
-/// Decompress `input` (already sha256-verified as `sha256`) into `<cache_dir>/raw/<sha256>.raw`
-/// once, sparse; later calls return the cached file.
+/// Decompress `input` (already verified against its pin `key`: 64 or 128 hex digits, its
+/// sha256 or sha512) into `<cache_dir>/raw/<key>.raw` once, sparse; later calls return the
+/// cached file. The family is detected (see [`unpack_base`]).
 pub fn unpack_to_cache(input: &Path, sha256: &str, cache_dir: &Path) -> Result<PathBuf> {
-    let final_path = cached_raw_path(input, sha256, cache_dir)?;
-    if final_path.is_file() {
+    unpack_base(input, sha256, cache_dir, None)
+}
+
+/// [`unpack_to_cache`] with a family override (`[boards.*] family`).
+///
+/// The cache holds only verified entries: the disk is written under `<key>.raw.partial`,
+/// checked by [`check_raw`] (declared size, whole sectors, 512-byte sectors, partition table,
+/// known family), then `<key>.raw.verified` (its size) is written and the disk renamed into
+/// place. A cached entry is checked again on reuse; one that fails is discarded with a message
+/// and unpacked again.
+pub fn unpack_base(
+    input: &Path,
+    key: &str,
+    cache_dir: &Path,
+    family: Option<Family>,
+) -> Result<PathBuf> {
+    let final_path = cached_raw_path(input, key, cache_dir)?;
+    if reuse(&final_path, family) {
         return Ok(final_path);
     }
     let total = std::fs::metadata(input)
@@ -113,7 +138,9 @@ pub fn unpack_to_cache(input: &Path, sha256: &str, cache_dir: &Path) -> Result<P
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let progress = crate::progress::Progress::bytes(&format!("unpacking {name}"), total);
-    let res = unpack_to_cache_with(input, sha256, cache_dir, &mut |done| progress.set(done));
+    let res = unpack_base_with(input, key, cache_dir, family, &mut |done| {
+        progress.set(done)
+    });
     if res.is_ok() {
         progress.finish();
     }
@@ -127,16 +154,55 @@ pub fn unpack_to_cache_with(
     cache_dir: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<PathBuf> {
-    if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
-        bail!(
-            "unpacking base image {}: invalid sha256 {sha256:?}",
-            input.display()
-        );
+    unpack_base_with(input, sha256, cache_dir, None, progress)
+}
+
+/// The sidecar recording that `raw` passed [`check_raw`], with its size.
+fn verified_marker(raw: &Path) -> PathBuf {
+    let mut s = raw.as_os_str().to_owned();
+    s.push(".verified");
+    PathBuf::from(s)
+}
+
+/// True when the cached `raw` exists and passes its checks again; a failing entry is removed
+/// with a message (it is then unpacked again).
+fn reuse(raw: &Path, family: Option<Family>) -> bool {
+    if !raw.is_file() {
+        return false;
     }
-    let sha = sha256.to_ascii_lowercase();
+    let marker = verified_marker(raw);
+    let recorded = std::fs::read_to_string(&marker).ok().and_then(|t| {
+        t.trim()
+            .strip_prefix("size=")
+            .and_then(|n| n.parse::<u64>().ok())
+    });
+    let problem = match recorded {
+        None => "it was never verified (no .verified record)".to_string(),
+        Some(n) => match check_raw(raw, Some(n), family) {
+            Ok(()) => return true,
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    eprintln!(
+        "discarding cached base {}: {problem}; unpacking it again",
+        raw.display()
+    );
+    let _ = std::fs::remove_file(&marker);
+    let _ = std::fs::remove_file(raw);
+    false
+}
+
+fn unpack_base_with(
+    input: &Path,
+    key: &str,
+    cache_dir: &Path,
+    family: Option<Family>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<PathBuf> {
+    let final_path = cached_raw_path(input, key, cache_dir)?;
+    let sha = key.to_ascii_lowercase();
     let dir = cache_dir.join("raw");
-    let final_path = dir.join(format!("{sha}.raw"));
-    if final_path.is_file() {
+    if reuse(&final_path, family) {
         return Ok(final_path);
     }
     std::fs::create_dir_all(&dir)
@@ -160,7 +226,7 @@ pub fn unpack_to_cache_with(
             .with_context(|| format!("reading {}", partial.display()))?;
         let same = std::fs::metadata(&partial)
             .is_ok_and(|m| m.ino() == ours.ino() && m.dev() == ours.dev());
-        if final_path.is_file() {
+        if reuse(&final_path, family) {
             if same {
                 let _ = std::fs::remove_file(&partial);
             }
@@ -178,18 +244,28 @@ pub fn unpack_to_cache_with(
         .try_clone()
         .with_context(|| format!("reading {}", partial.display()))?;
     let guard = RemoveOnDrop(Some(partial.clone()));
-    unpack_into(input, out, &partial, progress)?;
+    let declared = unpack_into(input, out, &partial, progress)?;
+    check_raw(&partial, Some(declared), family).with_context(|| {
+        format!(
+            "base image {}: refused before caching (nothing was cached)",
+            input.display()
+        )
+    })?;
+    let marker = verified_marker(&final_path);
+    crate::output::write_atomic(&marker, format!("size={declared}\n").as_bytes())
+        .with_context(|| format!("writing {}", marker.display()))?;
     std::fs::rename(&partial, &final_path)
         .with_context(|| format!("renaming {} to {}", partial.display(), final_path.display()))?;
     std::mem::forget(guard);
     Ok(final_path)
 }
 
-/// `<cache_dir>/raw/<sha256>.raw`, after checking `sha256` is 64 hex digits (it names a file).
+/// `<cache_dir>/raw/<key>.raw`, after checking `key` is 64 or 128 hex digits (a sha256 or
+/// sha512: it names a file).
 pub fn cached_raw_path(input: &Path, sha256: &str, cache_dir: &Path) -> Result<PathBuf> {
-    if sha256.len() != 64 || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+    if !matches!(sha256.len(), 64 | 128) || !sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
         bail!(
-            "unpacking base image {}: invalid sha256 {sha256:?}",
+            "unpacking base image {}: invalid sha256/sha512 {sha256:?}",
             input.display()
         );
     }
@@ -313,12 +389,15 @@ fn copy_stream(
     }
 }
 
+/// Unpack `input` into `out` (sparse); returns the size the container declared: the raw
+/// file's length, the tar member's real size, or the decoded length of an xz/gzip stream (their
+/// decoders check it against the xz index and block sizes / the gzip ISIZE and CRC).
 fn unpack_into(
     input: &Path,
     out: File,
     partial: &Path,
     progress: &mut dyn FnMut(u64),
-) -> Result<()> {
+) -> Result<u64> {
     let step = |what: &str| format!("{what} base image {}", input.display());
     let mut src = File::open(input).with_context(|| step("opening"))?;
     let mut head = [0u8; 512];
@@ -356,7 +435,7 @@ fn unpack_into(
         }
         writer.skip_to(len).map_err(write_err)?;
         writer.finish().map_err(write_err)?;
-        return Ok(());
+        return Ok(len);
     }
 
     let reader: Box<dyn Read + '_> = match format {
@@ -389,10 +468,16 @@ fn unpack_into(
         for entry in entries {
             let mut entry =
                 entry.with_context(|| format!("{what} base image {} (tar)", input.display()))?;
-            let path = entry
-                .path()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let pax = tar_sparse::pax_records(&mut entry, input)?;
+            let (layout, sparse_name) = tar_sparse::layout(&pax)
+                .with_context(|| format!("{what} base image {} (tar)", input.display()))?;
+            let path = match sparse_name {
+                Some(n) => n,
+                None => entry
+                    .path()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            };
             let t = entry.header().entry_type();
             let is_disk = Path::new(&path).file_name() == Some(std::ffi::OsStr::new("disk.raw"))
                 && (t.is_file() || t.is_gnu_sparse());
@@ -400,17 +485,44 @@ fn unpack_into(
                 seen.push(path);
                 continue;
             }
-            let want = entry.size();
-            let got = copy_stream(&mut entry, &mut writer, &mut report)
-                .map_err(|e| map_copy_err(e, what, input, partial))?;
-            if got != want {
-                bail!(
-                    "{what} base image {}: disk.raw ends after {got} of {want} bytes (the file is truncated)",
-                    input.display()
-                );
-            }
+            let declared = match layout {
+                tar_sparse::Layout::Plain => {
+                    let want = entry.size();
+                    let got = copy_stream(&mut entry, &mut writer, &mut report)
+                        .map_err(|e| map_copy_err(e, what, input, partial))?;
+                    if got != want {
+                        bail!(
+                            "{what} base image {}: disk.raw ends after {got} of {want} bytes (the file is truncated)",
+                            input.display()
+                        );
+                    }
+                    want
+                }
+                tar_sparse::Layout::Pax {
+                    version,
+                    real_size,
+                    map,
+                } => {
+                    let stored = entry.size();
+                    tar_sparse::copy_pax(
+                        &mut entry,
+                        stored,
+                        version,
+                        real_size,
+                        map,
+                        &mut writer,
+                        &mut report,
+                    )
+                    .with_context(|| {
+                        format!(
+                            "{what} base image {}: disk.raw (pax sparse {version})",
+                            input.display()
+                        )
+                    })?
+                }
+            };
             writer.finish().map_err(write_err)?;
-            return Ok(());
+            return Ok(declared);
         }
         bail!(
             "{what} base image {}: the tar archive holds no disk.raw (found: {})",
@@ -429,10 +541,10 @@ fn unpack_into(
             input.display()
         );
     }
-    copy_stream(&mut stream, &mut writer, &mut report)
+    let n = copy_stream(&mut stream, &mut writer, &mut report)
         .map_err(|e| map_copy_err(e, what, input, partial))?;
     writer.finish().map_err(write_err)?;
-    Ok(())
+    Ok(n)
 }
 
 fn map_copy_err(e: CopyError, what: &str, input: &Path, partial: &Path) -> anyhow::Error {
@@ -657,6 +769,13 @@ pub struct Detected {
     /// Filesystem probe of every partition, parallel to `layout.partitions`.
     pub fs: Vec<FsKind>,
     pub os_release: Option<String>,
+    /// FAT partitions labelled `CIDATA` (see [`Base::seed_partitions`]).
+    pub seed_partitions: Vec<usize>,
+}
+
+/// True for a FAT volume labelled `CIDATA` (cloud-init NoCloud matches the label case-insensitively).
+fn is_cidata(k: &FsKind) -> bool {
+    matches!(k, FsKind::Fat { label, .. } if label.eq_ignore_ascii_case(crate::compose::CIDATA_LABEL))
 }
 
 fn is_fat(k: &FsKind) -> bool {
@@ -678,9 +797,15 @@ pub fn detect(raw: &Path, family: Option<Family>) -> Result<Detected> {
 
     let gpt = matches!(layout.table, TableKind::Gpt { .. });
     // Boot FAT: the ESP on GPT, else the lowest-numbered FAT partition.
+    // A CIDATA volume is a seed, never the boot FAT.
     let boot = layout.partitions.iter().enumerate().position(|(i, p)| {
-        is_fat(&fs[i]) && (!gpt || p.part_type == PartType::Gpt(partition::ESP_TYPE))
+        is_fat(&fs[i])
+            && !is_cidata(&fs[i])
+            && (!gpt || p.part_type == PartType::Gpt(partition::ESP_TYPE))
     });
+    let seed_partitions: Vec<usize> = (0..fs.len())
+        .filter(|&i| is_cidata(&fs[i]) && Some(i) != boot)
+        .collect();
     // Root: the largest ext4 partition (with a Linux type on GPT).
     let root = layout
         .partitions
@@ -728,6 +853,7 @@ pub fn detect(raw: &Path, family: Option<Family>) -> Result<Detected> {
         root,
         fs,
         os_release,
+        seed_partitions,
     })
 }
 
@@ -857,6 +983,7 @@ pub fn open(raw: &Path, family: Option<Family>) -> Result<Base> {
         root: d.root,
         boot_fat,
         os_release: d.os_release,
+        seed_partitions: d.seed_partitions,
     })
 }
 

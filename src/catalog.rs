@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::base::Family;
-use crate::fetch::{normalize_sha256, Arch, Source};
+use crate::fetch::{normalize_sha256, normalize_sha512, Arch, Source};
 
 const BASES_TOML: &str = include_str!("../catalog/bases.toml");
 
@@ -20,9 +20,13 @@ pub struct CatalogEntry {
     pub name: String,
     pub description: String,
     pub url: String,
-    /// Lowercase hex sha256; empty when upstream publishes none (then `base_sha256` is needed).
+    /// Lowercase hex sha256; empty when not pinned.
     #[serde(default)]
     pub sha256: String,
+    /// Lowercase hex sha512 (Debian publishes only SHA512SUMS); empty when not pinned. With
+    /// neither pinned, `[boards.*]` must give `sha256` or `sha512`.
+    #[serde(default)]
+    pub sha512: String,
     /// `raspios`, `ubuntu-raspi`, `debian-raspi` or `debian-generic`.
     pub family: String,
     pub arch: Arch,
@@ -33,30 +37,52 @@ pub struct CatalogEntry {
 }
 
 impl CatalogEntry {
-    /// The pinned source of this base; `sha256` is required when the catalog pins none.
-    pub fn source(&self, sha256: Option<&str>) -> Result<Source> {
-        let given = sha256
+    /// The pinned source of this base. `sha256`/`sha512` come from `[boards.*]`: required when
+    /// the catalog pins neither, and must agree with the catalog's pins when it has them.
+    pub fn source(&self, sha256: Option<&str>, sha512: Option<&str>) -> Result<Source> {
+        let board_key = "sha256 or sha512 in the board's [boards.<board>] table of cluster.toml";
+        let g256 = sha256
             .map(normalize_sha256)
             .transpose()
-            .with_context(|| format!("base_sha256 for {:?}", self.name))?;
-        let sha = match (self.sha256.is_empty(), given) {
-            (true, Some(g)) => g,
-            (true, None) => bail!(
-                "catalog base {:?} has no pinned sha256 ({}); give base_sha256 in cluster.toml \
-                 after checking the file against {}",
+            .with_context(|| format!("sha256 given for base {:?}", self.name))?;
+        let g512 = sha512
+            .map(normalize_sha512)
+            .transpose()
+            .with_context(|| format!("sha512 given for base {:?}", self.name))?;
+        for (kind, pinned, given) in [
+            ("sha256", &self.sha256, &g256),
+            ("sha512", &self.sha512, &g512),
+        ] {
+            if let (false, Some(g)) = (pinned.is_empty(), given) {
+                if g != pinned {
+                    bail!(
+                        "base {:?} is pinned by the catalog to {kind} {pinned}, but {g} was \
+                         given; give the URL instead of the name to use another file",
+                        self.name
+                    );
+                }
+            }
+        }
+        let pick = |pinned: &String, given: Option<String>| {
+            if pinned.is_empty() {
+                given
+            } else {
+                Some(pinned.clone())
+            }
+        };
+        let s256 = pick(&self.sha256, g256);
+        let s512 = pick(&self.sha512, g512);
+        if s256.is_none() && s512.is_none() {
+            bail!(
+                "catalog base {:?} has no pinned hash ({}); give {board_key} after checking \
+                 the file against {}",
                 self.name,
                 self.url,
                 self.sha256_source
-            ),
-            (false, Some(g)) if g != self.sha256 => bail!(
-                "base {:?} is pinned by the catalog to sha256 {}, but {g} was given; \
-                 give the URL instead of the name to use another file",
-                self.name,
-                self.sha256
-            ),
-            (false, _) => self.sha256.clone(),
-        };
-        Source::new(&self.url, &sha).with_context(|| format!("catalog base {:?}", self.name))
+            );
+        }
+        Source::pinned(&self.url, s256.as_deref(), s512.as_deref())
+            .with_context(|| format!("catalog base {:?}", self.name))
     }
 
     /// The base family.
@@ -97,6 +123,9 @@ fn parse(text: &str) -> Result<Vec<CatalogEntry>> {
         if !e.sha256.is_empty() {
             e.sha256 = normalize_sha256(&e.sha256).with_context(|| format!("base {:?}", e.name))?;
         }
+        if !e.sha512.is_empty() {
+            e.sha512 = normalize_sha512(&e.sha512).with_context(|| format!("base {:?}", e.name))?;
+        }
         Source::new(&e.url, &"0".repeat(64)).with_context(|| format!("base {:?}", e.name))?;
         e.family()?;
         out.push(e);
@@ -110,11 +139,15 @@ pub fn lookup(name: &str) -> Result<Option<CatalogEntry>> {
 }
 
 /// Resolve `base` from `cluster.toml`: a catalog name, or a URL / absolute path that needs
-/// `sha256`. The family is known for catalog entries and left to detection otherwise.
-pub fn resolve_base(name_or_url: &str, sha256: Option<&str>) -> Result<(Source, Option<Family>)> {
+/// `sha256` or `sha512`. The family is known for catalog entries and left to detection otherwise.
+pub fn resolve_base(
+    name_or_url: &str,
+    sha256: Option<&str>,
+    sha512: Option<&str>,
+) -> Result<(Source, Option<Family>)> {
     let key = name_or_url.trim();
     if let Some(e) = lookup(key)? {
-        return Ok((e.source(sha256)?, Some(e.family()?)));
+        return Ok((e.source(sha256, sha512)?, Some(e.family()?)));
     }
     let looks_like_location = key.contains("://") || key.starts_with('/');
     if !looks_like_location {
@@ -124,10 +157,13 @@ pub fn resolve_base(name_or_url: &str, sha256: Option<&str>) -> Result<(Source, 
             names.join(", ")
         );
     }
-    let sha = sha256.ok_or_else(|| {
-        anyhow!("base {key:?} is a URL: its sha256 must be given too (base_sha256)")
-    })?;
-    Ok((Source::new(key, sha)?, None))
+    if sha256.is_none() && sha512.is_none() {
+        return Err(anyhow!(
+            "base {key:?} is a URL or path: give its `sha256` or `sha512` in the board's \
+             [boards.<board>] table of cluster.toml"
+        ));
+    }
+    Ok((Source::pinned(key, sha256, sha512)?, None))
 }
 
 #[cfg(test)]
@@ -153,24 +189,42 @@ mod tests {
 
     #[test]
     fn resolve() {
-        let (src, fam) = resolve_base("raspios-lite-arm64", None).unwrap();
+        let (src, fam) = resolve_base("raspios-lite-arm64", None, None).unwrap();
         assert_eq!(fam, Some(Family::Raspios));
         assert_eq!(src.sha256.len(), 64);
-        assert!(resolve_base("raspios-lite-arm64", Some(&"0".repeat(64))).is_err());
-        resolve_base("raspios-lite-arm64", Some(&src.sha256.to_uppercase())).unwrap();
+        assert!(resolve_base("raspios-lite-arm64", Some(&"0".repeat(64)), None).is_err());
+        resolve_base("raspios-lite-arm64", Some(&src.sha256.to_uppercase()), None).unwrap();
 
-        // No sha256 pinned upstream: the caller must supply one.
-        let err = resolve_base("debian-13-generic-amd64", None).unwrap_err();
-        assert!(format!("{err:#}").contains("base_sha256"), "{err:#}");
-        let (src, fam) = resolve_base("debian-13-generic-amd64", Some(&"b".repeat(64))).unwrap();
+        // No hash pinned in the catalog: the caller must supply one, and the hint names the key.
+        let err = resolve_base("debian-13-generic-amd64", None, None).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("sha256 or sha512 in the board's [boards.<board>]"),
+            "{msg}"
+        );
+        assert!(!msg.contains("base_sha256"), "{msg}");
+        let (src, fam) =
+            resolve_base("debian-13-generic-amd64", Some(&"b".repeat(64)), None).unwrap();
         assert_eq!(fam, Some(Family::DebianGeneric));
         assert!(src.url.contains("/20260914-2601/"));
+        let (src, _) =
+            resolve_base("debian-13-generic-amd64", None, Some(&"C".repeat(128))).unwrap();
+        assert_eq!(
+            (src.sha256.as_str(), src.sha512.as_deref()),
+            ("", Some("c".repeat(128).as_str()))
+        );
+        assert!(resolve_base("debian-13-generic-amd64", None, Some("abc")).is_err());
 
-        let (src, fam) = resolve_base("/tmp/x.img", Some(&"A".repeat(64))).unwrap();
+        let (src, fam) = resolve_base("/tmp/x.img", Some(&"A".repeat(64)), None).unwrap();
         assert_eq!((src.url.as_str(), fam), ("/tmp/x.img", None));
         assert_eq!(src.sha256, "a".repeat(64));
-        assert!(resolve_base("https://x/y.img", None).is_err());
-        let err = resolve_base("no-such-base", None).unwrap_err();
+        let err = resolve_base("https://x/y.img", None, None).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("`sha256` or `sha512`"),
+            "{err:#}"
+        );
+        resolve_base("https://x/y.img", None, Some(&"d".repeat(128))).unwrap();
+        let err = resolve_base("no-such-base", None, None).unwrap_err();
         assert!(format!("{err:#}").contains("raspios-lite-arm64"), "{err:#}");
     }
 

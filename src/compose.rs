@@ -19,6 +19,24 @@ pub const ALIGN: u64 = 4 << 20;
 pub const CIDATA_LABEL: &str = "CIDATA";
 /// Folder on the seed FAT that carries the k3s bundle.
 pub const BUNDLE_DIR: &str = "nodeforge";
+/// The files cloud-init's NoCloud datasource reads from a seed (cloud-init docs, "NoCloud":
+/// `user-data` and `meta-data` required, `network-config` and `vendor-data` optional).
+/// nodeforge owns all of them: a base's copies are dropped, never merged.
+pub const SEED_FILES: [&str; 4] = ["user-data", "meta-data", "network-config", "vendor-data"];
+
+/// True for a seed file at the root of a FAT (names compared case-insensitively, as FAT does).
+pub fn is_seed_file(path: &str) -> bool {
+    SEED_FILES.iter().any(|s| path.eq_ignore_ascii_case(s))
+}
+
+/// True for a file of an earlier build's k3s bundle (`nodeforge/...`), replaced by this build's.
+fn is_bundle_file(path: &str) -> bool {
+    path.split('/')
+        .next()
+        .is_some_and(|top| top.eq_ignore_ascii_case(BUNDLE_DIR))
+        && path.contains('/')
+}
+
 /// MBR type of the CIDATA partition: FAT32 LBA.
 const MBR_FAT32_LBA: u8 = 0x0c;
 
@@ -132,12 +150,10 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
                 .as_ref()
                 .context("the base's boot FAT was not read")?;
             let mut files = boot_files(base, &input.boot_overrides)?;
+            // A base may carry a seed (Ubuntu's network-config, an image built by nodeforge or
+            // Raspberry Pi Imager): drop every seed file and old bundle, whatever the family.
+            files.retain(|b| !is_seed_file(&b.path) && !is_bundle_file(&b.path));
             if seed_on_boot_fat(family) {
-                for f in &seed_files {
-                    if files.iter().any(|b| b.path.eq_ignore_ascii_case(&f.path)) {
-                        files.retain(|b| !b.path.eq_ignore_ascii_case(&f.path));
-                    }
-                }
                 files.extend(seed_files.iter().cloned());
             }
             let opts = FatOptions {
@@ -167,7 +183,10 @@ pub fn plan(input: &ComposeInput) -> Result<Plan> {
 
     // Walk the base partitions in physical order; grow the boot FAT in place, insert CIDATA
     // just before root (so root can still grow at the end), and shift what follows when needed.
-    let mut order: Vec<usize> = (0..base.layout.partitions.len()).collect();
+    // A base's own CIDATA partitions are dropped: the new one takes their place.
+    let mut order: Vec<usize> = (0..base.layout.partitions.len())
+        .filter(|i| !base.seed_partitions.contains(i))
+        .collect();
     order.sort_by_key(|&i| base.layout.partitions[i].start);
     let first_start = order
         .first()
@@ -269,7 +288,14 @@ fn fat_filling(files: Vec<FatFile>, opts: FatOptions, what: &str) -> Result<FatI
 
 /// The new seed partition: first free number, FAT type.
 fn cidata_partition(base: &Base, identity: &str, start: u64, size: u64) -> Result<Partition> {
-    let used: Vec<u32> = base.layout.partitions.iter().map(|p| p.number).collect();
+    let used: Vec<u32> = base
+        .layout
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !base.seed_partitions.contains(i))
+        .map(|(_, p)| p.number)
+        .collect();
     let limit = match base.layout.table {
         TableKind::Mbr { .. } => 4,
         TableKind::Gpt { .. } => 128,

@@ -97,6 +97,9 @@ pub struct BaseRef {
     /// Expected sha256 (hex) of the downloaded file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Expected sha512 (hex), for files published with SHA512SUMS only (Debian cloud images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
     /// Family override (otherwise detected from the image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<Family>,
@@ -323,7 +326,7 @@ impl Profile {
 /// A node's network settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Network {
-    /// DHCP on the first NIC (cloud-init's fallback: no network-config is written).
+    /// DHCP: on `eth0` for a Pi, on `interface` when given, else cloud-init's fallback (first NIC).
     Dhcp,
     /// A static IPv4 address.
     Static {
@@ -733,11 +736,11 @@ pub fn analyze_cluster(text: &str, file: Option<&Path>) -> Result<Report> {
         let r = match r {
             Some(mut r) => {
                 r.base = resolve_ref(&r.base, &dir);
-                if !r.is_catalog() && r.sha256.is_none() {
+                if !r.is_catalog() && r.sha256.is_none() && r.sha512.is_none() {
                     let mut i = Issue::error(
                         None,
                         format!(
-                            "[boards.{b}] base {} is a URL or path: it needs `sha256`",
+                            "[boards.{b}] base {} is a URL or path: it needs `sha256` or `sha512`",
                             r.base
                         ),
                     );
@@ -753,6 +756,7 @@ pub fn analyze_cluster(text: &str, file: Option<&Path>) -> Result<Report> {
                     .map(|x| x.1.to_string())
                     .unwrap_or_default(),
                 sha256: None,
+                sha512: None,
                 family: None,
             },
         };
@@ -1319,6 +1323,7 @@ pub fn plan(c: &Cluster) -> String {
                 r.sha256
                     .as_deref()
                     .map(|h| format!(" sha256 {h}"))
+                    .or_else(|| r.sha512.as_deref().map(|h| format!(" sha512 {h}")))
                     .unwrap_or_default(),
                 r.expected_family(b).name()
             ));

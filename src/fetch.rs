@@ -7,8 +7,11 @@
 //! - `tmp/`: downloads whose hash is not known in advance (k3s `sha256sum-*.txt`, a
 //!   trust-on-first-use `install.sh`), renamed to `blobs/<their sha256>` when complete.
 //!
-//! `file://` sources (and plain absolute paths) are hashed while being copied into the cache,
-//! so a later `--offline` build still works when the original file is gone or on a detached disk.
+//! Pinned `file://` sources (and plain absolute paths) are verified in place and used from
+//! where they are: `local/<pin>` records the file's device, inode, size and mtime with its
+//! sha256, so an unchanged file is not hashed again. A file that might move — under `/media`,
+//! `/run/media` or `/mnt`, or on a network or FUSE filesystem — is instead hashed while being
+//! copied into `blobs/`, so a later `--offline` build works when that disk is detached.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal, Read, Seek, SeekFrom, Write};
@@ -20,7 +23,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::lock::{Lock, LockEntry};
 
@@ -42,26 +45,73 @@ impl Arch {
     }
 }
 
-/// An input pinned by its content: where to get it and the sha256 it must have.
+/// An input pinned by its content: where to get it and the sha256 and/or sha512 it must have.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
     /// `https://`, `http://`, `file:///abs/path` or a plain absolute path.
     pub url: String,
-    /// Lowercase hex sha256 (64 characters).
+    /// Lowercase hex sha256 (64 characters); empty when only `sha512` pins the source (it is
+    /// filled in from the content once fetched, see [`fetch_source`]).
     pub sha256: String,
+    /// Lowercase hex sha512 (128 characters), for inputs whose publisher gives only SHA512SUMS
+    /// (Debian cloud images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
 }
 
 impl Source {
     /// A source with a validated (and lowercased) sha256 and a supported URL.
     pub fn new(url: &str, sha256: &str) -> Result<Source> {
-        let sha256 =
-            normalize_sha256(sha256).with_context(|| format!("invalid sha256 for {url}"))?;
+        Source::pinned(url, Some(sha256), None)
+    }
+
+    /// A source pinned by a sha256, a sha512 or both (at least one).
+    pub fn pinned(url: &str, sha256: Option<&str>, sha512: Option<&str>) -> Result<Source> {
+        let sha256 = sha256
+            .map(normalize_sha256)
+            .transpose()
+            .with_context(|| format!("invalid sha256 for {url}"))?;
+        let sha512 = sha512
+            .map(normalize_sha512)
+            .transpose()
+            .with_context(|| format!("invalid sha512 for {url}"))?;
+        if sha256.is_none() && sha512.is_none() {
+            bail!("{url} has neither a sha256 nor a sha512 pin");
+        }
         parse_location(url)?;
         Ok(Source {
             url: url.to_string(),
-            sha256,
+            sha256: sha256.unwrap_or_default(),
+            sha512,
         })
     }
+
+    /// The pin that names this source in the caches: its sha256, else `sha512-<hex>`.
+    pub fn cache_key(&self) -> String {
+        match (&self.sha512, self.sha256.is_empty()) {
+            (Some(h), true) => h.clone(),
+            _ => self.sha256.clone(),
+        }
+    }
+}
+
+/// Check that `s` is 128 hex characters and return it in lowercase.
+pub fn normalize_sha512(s: &str) -> Result<String> {
+    let s = s.trim();
+    if s.len() != 128 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("{s:?} is not a sha512 (128 hex characters)");
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// sha512 of a whole file, lowercase hex.
+pub fn sha512_file(path: &Path) -> Result<String> {
+    let mut h = Sha512::new();
+    crate::output::for_each_chunk(path, &mut |chunk| {
+        h.update(chunk);
+        Ok(())
+    })?;
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Check that `s` is 64 hex characters and return it in lowercase.
@@ -206,7 +256,7 @@ enum Attempt {
 impl Fetcher {
     /// A fetcher using `cache_dir` (created if missing); `offline` forbids network access.
     pub fn new(cache_dir: PathBuf, offline: bool) -> Result<Self> {
-        for sub in ["blobs", "locks", "tmp"] {
+        for sub in ["blobs", "locks", "tmp", "local"] {
             let d = cache_dir.join(sub);
             fs::create_dir_all(&d)
                 .with_context(|| format!("creating cache directory {}", d.display()))?;
@@ -266,43 +316,192 @@ impl Fetcher {
     /// Make `src` available in the cache and return `<cache>/blobs/<sha256>`.
     /// `what` names the input in messages (e.g. `base image raspios-lite-arm64`).
     pub fn fetch(&self, src: &Source, what: &str) -> Result<PathBuf> {
-        let sha = normalize_sha256(&src.sha256)
-            .with_context(|| format!("invalid sha256 for {what} ({})", src.url))?;
-        let blob = self.blob_path(&sha);
-        if blob.is_file() {
-            return Ok(blob);
+        Ok(self.fetch_pinned(src, what)?.0)
+    }
+
+    /// [`Fetcher::fetch`], also returning the content's sha256 (known only after fetching when
+    /// `src` is pinned by sha512 alone). A sha512-pinned blob is stored as `blobs/<sha256>`
+    /// with an index file `blobs/sha512-<hex>` holding that sha256.
+    pub fn fetch_pinned(&self, src: &Source, what: &str) -> Result<(PathBuf, String)> {
+        let want512 = src
+            .sha512
+            .as_deref()
+            .map(normalize_sha512)
+            .transpose()
+            .with_context(|| format!("invalid sha512 for {what} ({})", src.url))?;
+        let by512 = src.sha256.trim().is_empty();
+        let index = want512
+            .as_ref()
+            .map(|h| self.cache_dir.join("blobs").join(format!("sha512-{h}")));
+        let known256 = if by512 {
+            let Some(index) = &index else {
+                bail!("{what} ({}) has neither a sha256 nor a sha512 pin", src.url);
+            };
+            fs::read_to_string(index)
+                .ok()
+                .and_then(|t| normalize_sha256(&t).ok())
+        } else {
+            Some(
+                normalize_sha256(&src.sha256)
+                    .with_context(|| format!("invalid sha256 for {what} ({})", src.url))?,
+            )
+        };
+        // Verified sha512 pins are recorded in the index; a sha256 pin alone is its own proof.
+        let indexed = |sha: &str| match &index {
+            Some(i) => fs::read_to_string(i).is_ok_and(|t| t.trim() == sha),
+            None => true,
+        };
+        if let Some(sha) = &known256 {
+            let blob = self.blob_path(sha);
+            if blob.is_file() && indexed(sha) {
+                return Ok((blob, sha.clone()));
+            }
+            // Cached under its sha256 before the sha512 pin was known: check it in place.
+            if let (true, Some(h), Some(index)) = (blob.is_file(), &want512, &index) {
+                if &sha512_file(&blob)? == h {
+                    crate::output::write_atomic(index, format!("{sha}\n").as_bytes())
+                        .with_context(|| format!("writing {}", index.display()))?;
+                    return Ok((blob, sha.clone()));
+                }
+            }
         }
+        let key = match (&known256, &want512) {
+            (Some(sha), _) if !by512 => sha.clone(),
+            (_, Some(h)) => format!("sha512-{h}"),
+            _ => bail!("{what} ({}) has no usable pin", src.url),
+        };
         let loc = parse_location(&src.url).with_context(|| format!("source of {what}"))?;
         if self.offline {
             if let Location::Http(_) = loc {
                 bail!(
-                    "offline: {what} is not in the cache {} (url {}, sha256 {sha}); \
+                    "offline: {what} is not in the cache {} (url {}, {}); \
                      run `nodeforge fetch` while online first",
                     self.cache_dir.display(),
-                    src.url
+                    src.url,
+                    if by512 {
+                        "pinned by sha512"
+                    } else {
+                        "pinned by sha256"
+                    }
                 );
             }
         }
-        let _guard = self.lock_blob(&sha, what)?;
-        // Another process may have finished it while we waited for the lock.
-        if blob.is_file() {
-            return Ok(blob);
+        if let Location::File(path) = &loc {
+            if !might_move(path) {
+                let want256 = known256.as_deref().filter(|_| !by512);
+                return self.verify_in_place(path, &key, want256, want512.as_deref(), what);
+            }
         }
-        let partial = self.cache_dir.join("blobs").join(format!("{sha}.partial"));
+        let _guard = self.lock_blob(&key, what)?;
+        // Another process may have finished it while we waited for the lock.
+        if let Some(sha) = known256.as_ref().filter(|_| !by512) {
+            let blob = self.blob_path(sha);
+            if blob.is_file() && indexed(sha) {
+                return Ok((blob, sha.clone()));
+            }
+        }
+        let partial = self.cache_dir.join("blobs").join(format!("{key}.partial"));
         let actual = match &loc {
             Location::File(path) => copy_local(path, &partial, what)?,
             Location::Http(url) => self.download(url, &partial, what)?.0,
         };
-        if actual != sha {
-            let _ = fs::remove_file(&partial);
-            bail!(
-                "sha256 mismatch for {what} from {}: expected {sha}, got {actual} \
-                 (the download was discarded)",
-                src.url
-            );
+        if let Some(sha) = known256.as_ref().filter(|_| !by512) {
+            if &actual != sha {
+                let _ = fs::remove_file(&partial);
+                bail!(
+                    "sha256 mismatch for {what} from {}: expected {sha}, got {actual} \
+                     (the download was discarded)",
+                    src.url
+                );
+            }
         }
+        if let (Some(h), Some(index)) = (&want512, &index) {
+            let got = sha512_file(&partial)?;
+            if &got != h {
+                let _ = fs::remove_file(&partial);
+                bail!(
+                    "sha512 mismatch for {what} from {}: expected {h}, got {got} \
+                     (the download was discarded)",
+                    src.url
+                );
+            }
+            let blob = self.blob_path(&actual);
+            finish_blob(&partial, &blob)?;
+            crate::output::write_atomic(index, format!("{actual}\n").as_bytes())
+                .with_context(|| format!("writing {}", index.display()))?;
+            return Ok((blob, actual));
+        }
+        let blob = self.blob_path(&actual);
         finish_blob(&partial, &blob)?;
-        Ok(blob)
+        Ok((blob, actual))
+    }
+
+    /// Verify a local file where it is against its pins; `local/<key>` remembers a verified
+    /// file's identity (device, inode, size, mtime) and sha256 so it is hashed once.
+    fn verify_in_place(
+        &self,
+        path: &Path,
+        key: &str,
+        want256: Option<&str>,
+        want512: Option<&str>,
+        what: &str,
+    ) -> Result<(PathBuf, String)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = match fs::metadata(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(anyhow::Error::new(NotFound {
+                    location: path.display().to_string(),
+                    status: "no such file".into(),
+                })
+                .context(format!("opening {what}")))
+            }
+            r => r.with_context(|| format!("reading {what} at {}", path.display()))?,
+        };
+        if !m.is_file() {
+            bail!("{what} at {} is not a regular file", path.display());
+        }
+        let stamp = format!(
+            "{} {} {} {} {}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec()
+        );
+        let record = self.cache_dir.join("local").join(key);
+        if let Ok(text) = fs::read_to_string(&record) {
+            let mut lines = text.lines();
+            if let (Some(st), Some(sha), Some(p)) = (lines.next(), lines.next(), lines.next()) {
+                let sha_ok = want256.map_or(true, |w| w == sha);
+                if st == stamp && p == path.display().to_string() && sha_ok {
+                    return Ok((path.to_path_buf(), sha.to_string()));
+                }
+            }
+        }
+        let sha = sha256_file(path).with_context(|| format!("hashing {what}"))?;
+        if let Some(w) = want256 {
+            if sha != w {
+                bail!(
+                    "sha256 mismatch for {what} at {}: expected {w}, got {sha} (nothing was cached)",
+                    path.display()
+                );
+            }
+        }
+        if let Some(w) = want512 {
+            let got = sha512_file(path).with_context(|| format!("hashing {what}"))?;
+            if got != w {
+                bail!(
+                    "sha512 mismatch for {what} at {}: expected {w}, got {got} (nothing was cached)",
+                    path.display()
+                );
+            }
+        }
+        crate::output::write_atomic(
+            &record,
+            format!("{stamp}\n{sha}\n{}\n", path.display()).as_bytes(),
+        )
+        .with_context(|| format!("writing {}", record.display()))?;
+        Ok((path.to_path_buf(), sha))
     }
 
     /// Fetch a URL whose hash is not known in advance; returns the cached blob and its sha256.
@@ -504,6 +703,12 @@ impl Fetcher {
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                 return Ok(Attempt::Retry(anyhow!("HTTP {s} from {url}")));
             }
+            StatusCode::NOT_FOUND | StatusCode::GONE => {
+                return Err(anyhow::Error::new(NotFound {
+                    location: url.to_string(),
+                    status: status.to_string(),
+                }))
+            }
             s => bail!("HTTP {s} fetching {url}"),
         }
         if let Some(len) = resp.content_length() {
@@ -551,10 +756,63 @@ fn is_transient(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
+/// True when a local file may not be there at the next build: it is under `/media`,
+/// `/run/media` or `/mnt` (where removable disks are mounted), or on a network or FUSE
+/// filesystem (NFS, SMB/CIFS, FUSE, autofs; `statfs` magic numbers from linux/magic.h).
+pub fn might_move(path: &Path) -> bool {
+    let real = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if ["/media", "/run/media", "/mnt"]
+        .iter()
+        .any(|m| real.starts_with(m))
+    {
+        return true;
+    }
+    const MOVABLE: [u64; 6] = [
+        0x6969,      // NFS
+        0x517B,      // SMB
+        0xFF53_4D42, // CIFS
+        0xFE53_4D42, // SMB2
+        0x6573_5546, // FUSE
+        0x0187,      // autofs
+    ];
+    rustix::fs::statfs(&real).is_ok_and(|st| MOVABLE.contains(&(st.f_type as u64)))
+}
+
+/// A source that does not exist: HTTP 404/410, or a missing local file. Callers that try
+/// several places (k3s mirror layouts) look for it with `downcast_ref`.
+#[derive(Debug)]
+pub struct NotFound {
+    /// URL or path.
+    pub location: String,
+    /// `404 Not Found`, or `no such file`.
+    pub status: String,
+}
+
+impl std::fmt::Display for NotFound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.location, self.status)
+    }
+}
+
+impl std::error::Error for NotFound {}
+
+/// True when `e` (or its cause) is a [`NotFound`].
+pub fn is_not_found(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<NotFound>().is_some())
+}
+
 /// Copy a local file into `dest` while hashing it; all-zero blocks become holes.
 fn copy_local(src: &Path, dest: &Path, what: &str) -> Result<String> {
-    let mut input =
-        File::open(src).with_context(|| format!("opening {what} at {}", src.display()))?;
+    let mut input = match File::open(src) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(anyhow::Error::new(NotFound {
+                location: src.display().to_string(),
+                status: "no such file".into(),
+            })
+            .context(format!("opening {what}")))
+        }
+        r => r.with_context(|| format!("opening {what} at {}", src.display()))?,
+    };
     let mut out = File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
@@ -696,16 +954,17 @@ impl Fetched {
             name: name.to_string(),
             url: self.source.url.clone(),
             sha256: self.source.sha256.clone(),
+            sha512: self.source.sha512.clone(),
             size: self.size,
         }
     }
 }
 
-/// Fetch `src` and describe the result.
+/// Fetch `src` and describe the result (its sha256 filled in when only a sha512 pinned it).
 pub fn fetch_source(f: &Fetcher, src: &Source, what: &str) -> Result<Fetched> {
-    let path = f.fetch(src, what)?;
+    let (path, sha256) = f.fetch_pinned(src, what)?;
     let mut source = src.clone();
-    source.sha256 = normalize_sha256(&src.sha256)?;
+    source.sha256 = sha256;
     Fetched::new(source, path)
 }
 
@@ -763,6 +1022,21 @@ enum Mirror {
     Dir(PathBuf),
 }
 
+/// Where a mirror keeps a release's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MirrorLayout {
+    /// Like GitHub's release downloads: `<mirror>/<version>/<asset>`.
+    Versioned,
+    /// One release's files directly in the mirror: `<mirror>/<asset>`.
+    Flat,
+}
+
+/// The layouts a mirror may use, described for error messages.
+const LAYOUT_HELP: &str = "a k3s mirror is laid out like GitHub's release downloads \
+    (<mirror>/<version>/k3s, .../k3s-arm64, .../sha256sum-amd64.txt, .../sha256sum-arm64.txt, \
+    .../install.sh) or holds one release's files directly (<mirror>/k3s-arm64, \
+    <mirror>/sha256sum-arm64.txt, <mirror>/install.sh; <version> with `+` written as `%2B` in URLs)";
+
 impl Mirror {
     fn parse(mirror: &str) -> Result<Mirror> {
         let m = mirror.trim().trim_end_matches('/');
@@ -775,33 +1049,35 @@ impl Mirror {
         }
     }
 
-    /// URL of a release asset.
-    fn asset(&self, version: &str, asset: &str) -> String {
-        let v = version.replace('+', "%2B");
+    /// The layouts to try, in order.
+    fn layouts(&self) -> &'static [MirrorLayout] {
         match self {
-            Mirror::GitHub => format!("{DEFAULT_K3S_MIRROR}/{v}/{asset}"),
-            Mirror::Http(m) => format!("{m}/{v}/{asset}"),
-            Mirror::Dir(d) => {
-                // Accept `<dir>/<version>/<asset>` and a folder holding one release.
-                let nested = d.join(version).join(asset);
-                let path = if nested.exists() {
-                    nested
-                } else {
-                    d.join(asset)
-                };
-                file_url(&path)
-            }
+            Mirror::GitHub => &[MirrorLayout::Versioned],
+            _ => &[MirrorLayout::Versioned, MirrorLayout::Flat],
         }
     }
 
-    /// URL of install.sh pinned to the k3s repository at `version`.
-    fn install_sh(&self, version: &str) -> String {
+    /// URL of a release asset in `layout`.
+    fn asset(&self, layout: MirrorLayout, version: &str, asset: &str) -> String {
+        let v = version.replace('+', "%2B");
+        match (self, layout) {
+            (Mirror::GitHub, _) => format!("{DEFAULT_K3S_MIRROR}/{v}/{asset}"),
+            (Mirror::Http(m), MirrorLayout::Versioned) => format!("{m}/{v}/{asset}"),
+            (Mirror::Http(m), MirrorLayout::Flat) => format!("{m}/{asset}"),
+            (Mirror::Dir(d), MirrorLayout::Versioned) => file_url(&d.join(version).join(asset)),
+            (Mirror::Dir(d), MirrorLayout::Flat) => file_url(&d.join(asset)),
+        }
+    }
+
+    /// URL of install.sh: pinned to the k3s repository at `version` for GitHub, else the
+    /// mirror's copy.
+    fn install_sh(&self, layout: MirrorLayout, version: &str) -> String {
         match self {
             Mirror::GitHub => format!(
                 "https://raw.githubusercontent.com/k3s-io/k3s/{}/install.sh",
                 version.replace('+', "%2B")
             ),
-            _ => self.asset(version, "install.sh"),
+            _ => self.asset(layout, version, "install.sh"),
         }
     }
 }
@@ -845,37 +1121,88 @@ pub fn k3s_bundle(
     let m = Mirror::parse(mirror)?;
     let a = arch.as_str();
 
-    let fetch_maybe_pinned = |asset: &str, what: &str| -> Result<Fetched> {
-        let url = if asset == "install.sh" {
-            m.install_sh(version)
-        } else {
-            m.asset(version, asset)
-        };
+    let fetch_maybe_pinned = |url: String, asset: &str, what: &str| -> Result<Fetched> {
         let name = k3s_lock_name(version, asset);
         match pins.get(&name) {
             Some(pin) => fetch_source(f, &Source::new(&url, &pin.sha256)?, what)
                 .with_context(|| format!("{name} is pinned in the lock to sha256 {}", pin.sha256)),
             None => {
                 let (path, sha) = f.fetch_unpinned(&url, what)?;
-                Fetched::new(Source { url, sha256: sha }, path)
+                Fetched::new(
+                    Source {
+                        url,
+                        sha256: sha,
+                        sha512: None,
+                    },
+                    path,
+                )
             }
         }
     };
 
+    // The sums file decides the layout: the one the lock recorded, else the first that has it.
     let sums_asset = format!("sha256sum-{a}.txt");
-    let sums = fetch_maybe_pinned(&sums_asset, &format!("k3s {version} {sums_asset}"))?;
+    let sums_what = format!("k3s {version} {sums_asset}");
+    let locked_layout = pins
+        .get(&k3s_lock_name(version, &sums_asset))
+        .and_then(|pin| {
+            m.layouts()
+                .iter()
+                .copied()
+                .find(|l| m.asset(*l, version, &sums_asset) == pin.url)
+        });
+    let mut tried = Vec::new();
+    let mut found = None;
+    for &layout in m.layouts() {
+        if locked_layout.is_some_and(|l| l != layout) {
+            continue;
+        }
+        let url = m.asset(layout, version, &sums_asset);
+        tried.push(url.clone());
+        match fetch_maybe_pinned(url, &sums_asset, &sums_what) {
+            Ok(s) => {
+                found = Some((layout, s));
+                break;
+            }
+            Err(e) if is_not_found(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let Some((layout, sums)) = found else {
+        bail!(
+            "k3s {version}: {sums_asset} is not on the mirror {mirror:?} (tried {}); {LAYOUT_HELP}",
+            tried.join(", ")
+        );
+    };
+    let missing = |e: anyhow::Error, url: &str| -> anyhow::Error {
+        if is_not_found(&e) {
+            e.context(format!(
+                "k3s {version}: {url} is missing although {} is there; {LAYOUT_HELP}",
+                sums.source.url
+            ))
+        } else {
+            e
+        }
+    };
     let text = fs::read_to_string(&sums.path)
         .with_context(|| format!("reading {} ({})", sums.path.display(), sums.source.url))?;
 
     let from_sums = |asset: &str| -> Result<Fetched> {
         let sha = find_in_sha256sums(&text, asset)
             .ok_or_else(|| anyhow!("{sums_asset} ({}) has no line for {asset}", sums.source.url))?;
-        let src = Source::new(&m.asset(version, asset), &sha)?;
-        fetch_source(f, &src, &format!("k3s {version} {asset}"))
+        let url = m.asset(layout, version, asset);
+        let src = Source::new(&url, &sha)?;
+        fetch_source(f, &src, &format!("k3s {version} {asset}")).map_err(|e| missing(e, &url))
     };
 
     let binary = from_sums(k3s_binary_asset(arch))?;
-    let install_sh = fetch_maybe_pinned("install.sh", &format!("k3s {version} install.sh"))?;
+    let install_url = m.install_sh(layout, version);
+    let install_sh = fetch_maybe_pinned(
+        install_url.clone(),
+        "install.sh",
+        &format!("k3s {version} install.sh"),
+    )
+    .map_err(|e| missing(e, &install_url))?;
     let airgap = if airgap {
         Some(from_sums(&format!("k3s-airgap-images-{a}.tar.zst"))?)
     } else {
@@ -928,6 +1255,15 @@ mod tests {
     }
 
     #[test]
+    fn removable_places_might_move() {
+        assert!(might_move(Path::new("/media/usb/base.img.xz")));
+        assert!(might_move(Path::new("/run/media/me/disk/base.img")));
+        assert!(might_move(Path::new("/mnt/nas/base.img")));
+        assert!(!might_move(Path::new("/home/me/images/base.img")));
+        assert!(!might_move(Path::new("/mediax/base.img")));
+    }
+
+    #[test]
     fn content_range() {
         assert_eq!(content_range_start("bytes 100-199/200"), Some(100));
         assert_eq!(content_range_start("bytes */200"), None);
@@ -935,19 +1271,24 @@ mod tests {
 
     #[test]
     fn mirror_urls() {
+        let v = MirrorLayout::Versioned;
         let m = Mirror::parse("").unwrap();
         assert_eq!(
-            m.asset("v1.31.4+k3s1", "k3s"),
+            m.asset(v, "v1.31.4+k3s1", "k3s"),
             "https://github.com/k3s-io/k3s/releases/download/v1.31.4%2Bk3s1/k3s"
         );
         assert_eq!(
-            m.install_sh("v1.31.4+k3s1"),
+            m.install_sh(v, "v1.31.4+k3s1"),
             "https://raw.githubusercontent.com/k3s-io/k3s/v1.31.4%2Bk3s1/install.sh"
         );
         let m = Mirror::parse("http://mirror.lan/k3s/").unwrap();
         assert_eq!(
-            m.install_sh("v1.2.3+k3s1"),
+            m.install_sh(v, "v1.2.3+k3s1"),
             "http://mirror.lan/k3s/v1.2.3%2Bk3s1/install.sh"
+        );
+        assert_eq!(
+            m.asset(MirrorLayout::Flat, "v1.2.3+k3s1", "k3s-arm64"),
+            "http://mirror.lan/k3s/k3s-arm64"
         );
     }
 }

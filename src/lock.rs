@@ -18,8 +18,12 @@ pub struct LockEntry {
     /// Stable name of the input (e.g. `base/raspios-lite-arm64`, `k3s/v1.31.4+k3s1/k3s-arm64`).
     pub name: String,
     pub url: String,
-    /// Lowercase hex sha256.
+    /// Lowercase hex sha256 (may be absent in a hand-written entry pinned by `sha512`).
+    #[serde(default)]
     pub sha256: String,
+    /// Lowercase hex sha512, for inputs pinned by one (Debian publishes only SHA512SUMS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha512: Option<String>,
     pub size: u64,
 }
 
@@ -78,8 +82,19 @@ impl Lock {
             );
         }
         for e in &mut lock.entries {
-            e.sha256 = crate::fetch::normalize_sha256(&e.sha256)
-                .with_context(|| format!("input {:?}", e.name))?;
+            if e.sha256.is_empty() && e.sha512.is_none() {
+                bail!("input {:?} has neither sha256 nor sha512", e.name);
+            }
+            if !e.sha256.is_empty() {
+                e.sha256 = crate::fetch::normalize_sha256(&e.sha256)
+                    .with_context(|| format!("input {:?}", e.name))?;
+            }
+            if let Some(h) = &e.sha512 {
+                e.sha512 = Some(
+                    crate::fetch::normalize_sha512(h)
+                        .with_context(|| format!("input {:?}", e.name))?,
+                );
+            }
         }
         let mut names: Vec<&str> = lock.entries.iter().map(|e| e.name.as_str()).collect();
         names.sort_unstable();
@@ -141,7 +156,17 @@ impl Lock {
                 used.url
             );
         }
-        if !pinned.sha256.eq_ignore_ascii_case(&used.sha256) {
+        if let (Some(p), Some(u)) = (&pinned.sha512, &used.sha512) {
+            if !p.eq_ignore_ascii_case(u) {
+                bail!(
+                    "--locked: input {:?} ({}) changed sha512: lock has {p}, build uses {u}",
+                    used.name,
+                    used.url
+                );
+            }
+        }
+        let both = !pinned.sha256.is_empty() && !used.sha256.is_empty();
+        if both && !pinned.sha256.eq_ignore_ascii_case(&used.sha256) {
             bail!(
                 "--locked: input {:?} ({}) changed sha256: lock has {}, build uses {}",
                 used.name,
@@ -171,6 +196,7 @@ mod tests {
             name: name.into(),
             url: format!("https://example.org/{name}"),
             sha256: c.to_string().repeat(64),
+            sha512: None,
             size: 42,
         }
     }
@@ -212,5 +238,20 @@ mod tests {
         );
         assert!(Lock::parse(&format!("version = 1\n{one}{one}")).is_err());
         assert!(Lock::parse("").unwrap().entries.is_empty());
+        // sha512 pins are accepted (and checked for form).
+        let h = "A".repeat(128);
+        let l = Lock::parse(&format!(
+            "version = 1\n[[input]]\nname='b'\nurl='u'\nsha512='{h}'\nsize=1\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            l.entries[0].sha512.as_deref(),
+            Some("a".repeat(128).as_str())
+        );
+        assert!(
+            Lock::parse("version = 1\n[[input]]\nname='b'\nurl='u'\nsha512='ab'\nsize=1\n")
+                .is_err()
+        );
+        assert!(Lock::parse("version = 1\n[[input]]\nname='b'\nurl='u'\nsize=1\n").is_err());
     }
 }

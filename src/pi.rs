@@ -69,9 +69,20 @@ fn merge_quirks(existing: &str, add: &str) -> String {
     out.join(",")
 }
 
+/// Text as the firmware and kernel should see it: a UTF-8 byte-order mark (U+FEFF, written
+/// by Windows editors) removed, CRLF and lone CR line ends turned into LF. A BOM left in
+/// `cmdline.txt` glues itself to the first parameter (`\u{feff}console=serial0,115200`), which the
+/// kernel then ignores.
+pub fn normalize_text(orig: &str) -> String {
+    let t = orig.strip_prefix('\u{feff}').unwrap_or(orig);
+    t.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 /// Edit `cmdline.txt`: ONE line (later lines are ignored by the firmware and dropped), each token of
 /// `b.cmdline_add` added once, `usb-storage.quirks=` merged into an existing one. Ends with `\n`.
+/// The text is normalised first ([`normalize_text`]): no BOM, CRLF accepted.
 pub fn edit_cmdline(orig: &str, b: &PiBoot) -> String {
+    let orig = normalize_text(orig);
     let first = orig.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
     let mut toks: Vec<String> = first.split_whitespace().map(str::to_string).collect();
     for add in &b.cmdline_add {
@@ -92,8 +103,11 @@ pub fn edit_cmdline(orig: &str, b: &PiBoot) -> String {
 
 /// Edit `config.txt`: each (section, line) of `b.config` that is not already present under that
 /// section is appended under a `[section]` header at the end (a header is needed because the file
-/// may end inside another filter section). Lines before any header count as `[all]`.
+/// may end inside another filter section). Lines before any header count as `[all]`. The text is
+/// normalised first ([`normalize_text`]).
 pub fn edit_config(orig: &str, b: &PiBoot) -> String {
+    let orig = normalize_text(orig);
+    let orig = orig.as_str();
     let mut present: Vec<(String, String)> = Vec::new();
     let mut section = "all".to_string();
     for l in orig.lines() {
@@ -221,5 +235,23 @@ mod tests {
         let out3 = edit_config("arm_64bit=1", &boot());
         assert!(out3.starts_with("arm_64bit=1\n"));
         assert_eq!(edit_config(&out3, &boot()), out3);
+    }
+
+    #[test]
+    fn bom_and_crlf_are_normalised() {
+        let orig = format!("\u{feff}{}", RASPIOS.replace('\n', "\r\n"));
+        let out = edit_cmdline(&orig, &boot());
+        assert!(out.starts_with("console=serial0,115200 "), "{out:?}");
+        assert!(!out.contains('\u{feff}') && !out.contains('\r'), "{out:?}");
+        assert_eq!(out.lines().count(), 1);
+        assert_eq!(edit_cmdline(&out, &boot()), out);
+        let cfg = "\u{feff}dtparam=audio=on\r\n[all]\r\nenable_uart=1\r\n";
+        let out = edit_config(cfg, &boot());
+        assert_eq!(out, "dtparam=audio=on\n[all]\nenable_uart=1\n");
+        let out = edit_config("\u{feff}arm_64bit=1\r\n", &boot());
+        assert_eq!(
+            out,
+            "arm_64bit=1\n\n# added by nodeforge\n[all]\nenable_uart=1\n"
+        );
     }
 }

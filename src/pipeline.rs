@@ -173,15 +173,23 @@ impl Session {
     /// Fetch, unpack and open the base image of `board`.
     pub fn base(&mut self, board: Board) -> Result<(Base, ManifestInput)> {
         let bref = self.cluster.base(board)?.clone();
-        let (src, catalog_family) =
-            crate::catalog::resolve_base(&bref.base, bref.sha256.as_deref())
-                .with_context(|| format!("base image of board {}", board.as_str()))?;
+        let (src, catalog_family) = crate::catalog::resolve_base(
+            &bref.base,
+            bref.sha256.as_deref(),
+            bref.sha512.as_deref(),
+        )
+        .with_context(|| format!("base image of board {}", board.as_str()))?;
         let what = format!("base image for {}", board.as_str());
         let fetched = fetch::fetch_source(&self.fetcher, &src, &what)?;
         let name = format!("base-{}", board.as_str());
         self.record(fetched.lock_entry(&name))?;
-        let raw = base::unpack_to_cache(&fetched.path, &src.sha256, self.fetcher.cache_dir())
-            .with_context(|| format!("unpacking {what} ({})", src.url))?;
+        let raw = base::unpack_base(
+            &fetched.path,
+            &fetched.source.sha256,
+            self.fetcher.cache_dir(),
+            bref.family.or(catalog_family),
+        )
+        .with_context(|| format!("unpacking {what} ({})", src.url))?;
         let family = bref.family.or(catalog_family);
         let opened =
             base::open(&raw, family).with_context(|| format!("reading {what} ({})", src.url))?;
@@ -200,7 +208,7 @@ impl Session {
             ManifestInput {
                 name,
                 url: src.url.clone(),
-                sha256: src.sha256.clone(),
+                sha256: fetched.source.sha256.clone(),
                 size: fetched.size,
             },
         ))

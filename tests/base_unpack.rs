@@ -39,11 +39,15 @@ fn check_unpack(family: &str, file_name: &str) {
         got * 512 < std::fs::metadata(&out).unwrap().len() / 2,
         "{file_name}: not sparse"
     );
-    let leftovers: Vec<_> = std::fs::read_dir(cache.path().join("raw"))
+    let mut leftovers: Vec<_> = std::fs::read_dir(cache.path().join("raw"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(leftovers, vec![format!("{sha}.raw")]);
+    leftovers.sort();
+    assert_eq!(
+        leftovers,
+        vec![format!("{sha}.raw"), format!("{sha}.raw.verified")]
+    );
 }
 
 #[test]
@@ -219,7 +223,11 @@ fn concurrent_unpacks_share_one_result() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names.len(), 1, "{names:?}");
+    assert_eq!(
+        names.len(),
+        2,
+        "the raw and its .verified record: {names:?}"
+    );
 }
 
 #[test]

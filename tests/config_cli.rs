@@ -157,7 +157,10 @@ fn check_and_render_never_print_secrets() {
         }
     }
     assert!(dir.path().join("seed-cp1/network-config").exists());
-    assert!(!dir.path().join("seed-w1/network-config").exists());
+    // DHCP: explicit on a Pi's eth0; an x86_64 node without `interface` uses cloud-init's fallback.
+    let w1 = std::fs::read_to_string(dir.path().join("seed-w1/network-config")).unwrap();
+    assert!(w1.contains("eth0:\n      dhcp4: true"), "{w1}");
+    assert!(!dir.path().join("seed-cp2/network-config").exists());
     let ud = std::fs::read_to_string(dir.path().join("seed-cp1/user-data")).unwrap();
     assert!(
         ud.contains("db-secret-Xy7"),

@@ -264,25 +264,28 @@ fn slow_download_longer_than_the_idle_timeout_is_not_cut() {
 }
 
 #[test]
-fn file_sources_are_copied_into_the_cache() {
+fn file_sources_are_verified_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let input = dir.path().join("base image.img");
-    // Zero runs become holes in the cached copy; the content must still be identical.
     let mut data = content(70_000, 10);
     data.extend(vec![0u8; 3 * 1024 * 1024]);
     data.extend(content(5_000, 11));
-    data.extend(vec![0u8; 2 * 1024 * 1024]);
     std::fs::write(&input, &data).unwrap();
     let sha = sha256_hex(&data);
     let f = fetcher(&cache, false);
     let url = reqwest::Url::from_file_path(&input).unwrap().to_string();
     assert!(url.contains("%20"));
+    // Not on removable media: used where it is, nothing copied into blobs/.
     let p = f
         .fetch(&Source::new(&url, &sha).unwrap(), "file input")
         .unwrap();
-    assert_eq!(std::fs::read(&p).unwrap(), data);
-    // A plain absolute path works too (same blob).
+    assert_eq!(p, input);
+    assert!(
+        list(&cache.join("blobs")).is_empty(),
+        "copied although it stays"
+    );
+    // A plain absolute path works too, and the verification is remembered (same identity).
     let p2 = f
         .fetch(
             &Source::new(input.to_str().unwrap(), &sha).unwrap(),
@@ -290,13 +293,26 @@ fn file_sources_are_copied_into_the_cache() {
         )
         .unwrap();
     assert_eq!(p, p2);
-    // The original can go away: offline builds use the cached copy.
+    assert_eq!(list(&cache.join("local")), vec![sha.clone()]);
+    // Changed in place: hashed again, and the change is caught.
+    std::fs::write(&input, b"changed").unwrap();
+    let err = format!(
+        "{:#}",
+        f.fetch(&Source::new(&url, &sha).unwrap(), "file input")
+            .unwrap_err()
+    );
+    assert!(err.contains("mismatch"), "{err}");
+    // Gone: the error names it (the rule: files that stay put are not copied).
     std::fs::remove_file(&input).unwrap();
     let off = fetcher(&cache, true);
-    assert_eq!(
+    let err = format!(
+        "{:#}",
         off.fetch(&Source::new(&url, &sha).unwrap(), "gone")
-            .unwrap(),
-        p
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("base image.img") && err.contains("no such file"),
+        "{err}"
     );
     assert_no_partials(&cache);
 }

@@ -271,3 +271,110 @@ fn bundle_over_http_then_offline_from_the_lock() {
     );
     assert!(msg.contains("sha256sum-amd64.txt"), "{msg}");
 }
+
+#[test]
+fn bundle_over_http_from_a_mirror_holding_one_release() {
+    // `http://mirror/k3s-arm64`, `http://mirror/sha256sum-arm64.txt`: no version folder.
+    let srv = Server::start();
+    for (name, data) in release_files() {
+        srv.add(&format!("/one/{name}"), Route::new(data));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = fetcher(&dir.path().join("cache"), false);
+    let b = k3s_bundle(
+        &f,
+        &srv.url("/one"),
+        VERSION,
+        Arch::Arm64,
+        false,
+        &Lock::new(),
+    )
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(b.binary.source.url, srv.url("/one/k3s-arm64"));
+    assert_eq!(b.install_sh.source.url, srv.url("/one/install.sh"));
+    assert_eq!(std::fs::read(&b.binary.path).unwrap(), file_of("k3s-arm64"));
+    // The versioned place was asked once for the sums file (404), then the flat one.
+    assert_eq!(
+        srv.requests("/one/v1.31.4%2Bk3s1/sha256sum-arm64.txt")
+            .len(),
+        1
+    );
+
+    // With the lock, the same layout is used again without probing the other one.
+    let mut lock = Lock::new();
+    for e in b.lock_entries() {
+        lock.upsert(e);
+    }
+    let before = srv.all_requests();
+    let again = k3s_bundle(&f, &srv.url("/one"), VERSION, Arch::Arm64, false, &lock).unwrap();
+    assert_eq!(again.binary.path, b.binary.path);
+    assert_eq!(srv.all_requests(), before, "all from the cache");
+}
+
+#[test]
+fn mirror_404_lists_the_urls_tried_and_the_layout() {
+    let srv = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let f = fetcher(&dir.path().join("cache"), false);
+    let msg = format!(
+        "{:#}",
+        k3s_bundle(
+            &f,
+            &srv.url("/empty"),
+            VERSION,
+            Arch::Arm64,
+            false,
+            &Lock::new()
+        )
+        .unwrap_err()
+    );
+    for want in [
+        srv.url("/empty/v1.31.4%2Bk3s1/sha256sum-arm64.txt"),
+        srv.url("/empty/sha256sum-arm64.txt"),
+        "laid out like GitHub's release downloads".to_string(),
+        "<mirror>/k3s-arm64".to_string(),
+    ] {
+        assert!(msg.contains(&want), "missing {want:?} in: {msg}");
+    }
+    // A folder mirror says the same.
+    let empty = dir.path().join("mirror");
+    std::fs::create_dir(&empty).unwrap();
+    let msg = format!(
+        "{:#}",
+        k3s_bundle(
+            &f,
+            &empty.display().to_string(),
+            VERSION,
+            Arch::Arm64,
+            false,
+            &Lock::new()
+        )
+        .unwrap_err()
+    );
+    assert!(
+        msg.contains("tried file://") && msg.contains("laid out like"),
+        "{msg}"
+    );
+    // Sums there but the binary missing: the URL and the layout are named.
+    let srv2 = Server::start();
+    srv2.add(
+        "/half/sha256sum-arm64.txt",
+        Route::new(file_of("sha256sum-arm64.txt")),
+    );
+    let msg = format!(
+        "{:#}",
+        k3s_bundle(
+            &f,
+            &srv2.url("/half"),
+            VERSION,
+            Arch::Arm64,
+            false,
+            &Lock::new()
+        )
+        .unwrap_err()
+    );
+    assert!(
+        msg.contains(&srv2.url("/half/k3s-arm64")) && msg.contains("laid out like"),
+        "{msg}"
+    );
+}

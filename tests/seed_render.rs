@@ -396,14 +396,41 @@ fn network_config_static_parsed_by_cloud_init() {
 }
 
 #[test]
-fn dhcp_nodes_have_no_network_config() {
+fn dhcp_nodes_get_explicit_dhcp_on_their_nic() {
+    // Pi DHCP nodes: an explicit DHCP network-config on eth0 (a base's own network-config is
+    // dropped, so nothing foreign can apply); x86_64 without `interface`: no file, cloud-init's
+    // fallback (DHCP on the first NIC) applies.
     let c = cluster("sqlite", false, 1, false);
-    for host in ["cp1", "w1", "st1", "gpu1"] {
+    let dir = tempfile::tempdir().unwrap();
+    for host in ["cp1", "w1", "st1"] {
         let seed = render(&c, host, family_for(&c, host), true);
-        assert!(seed.file("network-config").is_none());
         let names: Vec<&str> = seed.files.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(names, ["meta-data", "user-data"]);
+        assert_eq!(names, ["meta-data", "user-data", "network-config"]);
+        let nc = text(&seed, "network-config");
+        assert_eq!(
+            nc, "network:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true\n",
+            "{host}"
+        );
+        let p = dir.path().join(host);
+        std::fs::write(&p, &nc).unwrap();
+        let nd = cloud_init_networkd(&p);
+        assert!(nd.contains("Name=eth0"), "{nd}");
+        assert!(nd.contains("DHCP=ipv4"), "{nd}");
     }
+    let seed = render(&c, "gpu1", family_for(&c, "gpu1"), true);
+    let names: Vec<&str> = seed.files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["meta-data", "user-data"]);
+    // An x86_64 DHCP node that names its NIC gets it.
+    let named = parse_cluster(
+        &cluster_text("sqlite", false, 1, false).replace(
+            "board = \"x86_64\"\n",
+            "board = \"x86_64\"\ninterface = \"enp3s0\"\n",
+        ),
+        Some(Path::new("/nonexistent-dir/cluster.toml")),
+    )
+    .unwrap();
+    let seed = render(&named, "gpu1", Family::DebianGeneric, true);
+    assert!(text(&seed, "network-config").contains("enp3s0:\n      dhcp4: true\n"));
 }
 
 /// The k3s config.yaml embedded in user-data, parsed.

@@ -33,6 +33,8 @@ enum Cmd {
     Eeprom(crate::eeprom::EepromArgs),
     /// Build the generic images of a cluster as release assets (xz, bmap, manifests, SHA256SUMS, lock).
     Release(crate::release::ReleaseArgs),
+    /// Show public parts of the secrets file (`secrets sealing-cert`).
+    Secrets(crate::addons::sealed_secrets::SecretsArgs),
 }
 
 /// Parse the command line and run it.
@@ -49,5 +51,6 @@ pub fn run() -> Result<()> {
         Cmd::Devices(a) => crate::flash::cmd_devices(&a),
         Cmd::Eeprom(a) => crate::eeprom::cmd_eeprom(&a),
         Cmd::Release(a) => crate::release::cmd_release(&a),
+        Cmd::Secrets(a) => crate::addons::sealed_secrets::cmd_secrets(&a),
     }
 }

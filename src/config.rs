@@ -226,6 +226,9 @@ pub struct Addons {
     /// NVIDIA device plugin (runtimeClassName nvidia).
     #[serde(default, rename = "nvidia-device-plugin")]
     pub nvidia_device_plugin: Option<NoSettings>,
+    /// sealed-secrets controller with the sealing key from the secrets file (src/addons).
+    #[serde(default, rename = "sealed-secrets")]
+    pub sealed_secrets: Option<NoSettings>,
 }
 
 impl Addons {
@@ -240,6 +243,9 @@ impl Addons {
         }
         if self.nvidia_device_plugin.is_some() {
             v.push("nvidia-device-plugin");
+        }
+        if self.sealed_secrets.is_some() {
+            v.push("sealed-secrets");
         }
         v
     }
@@ -429,6 +435,8 @@ pub struct Cluster {
     pub airgap: bool,
     /// Add-ons.
     pub addons: Addons,
+    /// `[registries]`: k3s registries.yaml for every node (src/addons/registries.rs).
+    pub registries: Option<crate::addons::registries::Registries>,
     /// Nodes in file order.
     pub nodes: Vec<NodeSpec>,
     /// The cluster file (`None` = the embedded example).
@@ -519,6 +527,8 @@ struct RawFile {
     k3s: RawK3s,
     #[serde(default)]
     addons: Addons,
+    #[serde(default)]
+    registries: Option<crate::addons::registries::Registries>,
     #[serde(default)]
     nodes: Vec<RawNode>,
 }
@@ -815,6 +825,7 @@ pub fn parse_cluster(text: &str, file: Option<&Path>) -> Result<Cluster> {
         ),
         airgap: raw.k3s.airgap,
         addons: raw.addons,
+        registries: raw.registries,
         nodes,
         file: file.map(Path::to_path_buf),
         user_manifests,
@@ -1033,6 +1044,11 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
         if secrets_file.exists() {
             let mut s = Secrets::load(&secrets_file)?;
             let added = s.add_missing(names)?;
+            let extra = crate::addons::add_missing(&mut s, &cluster)?;
+            if !extra.is_empty() {
+                s.save(&secrets_file)?;
+                println!("{}: added {}", secrets_file.display(), extra.join(", "));
+            }
             if added.is_empty() {
                 println!("{}: every node has its password", secrets_file.display());
             } else {
@@ -1044,7 +1060,9 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
                 );
             }
         } else {
-            Secrets::generate(names)?.save(&secrets_file)?;
+            let mut s = Secrets::generate(names)?;
+            crate::addons::add_missing(&mut s, &cluster)?;
+            s.save(&secrets_file)?;
             println!("wrote {} (mode 0600): back it up", secrets_file.display());
         }
         return Ok(());
@@ -1062,7 +1080,9 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
     let example = parse_cluster(EXAMPLE_CLUSTER, None)?;
     crate::output::write_atomic(&cluster_file, EXAMPLE_CLUSTER.as_bytes())?;
     let names: Vec<&str> = example.nodes.iter().map(|n| n.hostname.as_str()).collect();
-    Secrets::generate(names)?.save(&secrets_file)?;
+    let mut s = Secrets::generate(names)?;
+    crate::addons::add_missing(&mut s, &example)?;
+    s.save(&secrets_file)?;
     println!(
         "wrote {} (edit it, then `nodeforge check`)",
         cluster_file.display()
@@ -1090,8 +1110,15 @@ pub fn cmd_check(a: &CheckArgs) -> Result<()> {
         .secrets
         .clone()
         .unwrap_or_else(|| cluster.default_secrets_path());
-    if spath.exists() {
-        let s = Secrets::load(&spath)?;
+    let loaded = if spath.exists() {
+        Some(Secrets::load(&spath)?)
+    } else {
+        None
+    };
+    for l in crate::addons::check_lines(&cluster, loaded.as_ref()) {
+        println!("{l}");
+    }
+    if let Some(s) = loaded {
         let missing: Vec<&str> = cluster
             .nodes
             .iter()

@@ -21,6 +21,7 @@ fn secrets(c: &Cluster) -> Secrets {
         token: TOKEN.into(),
         datastore_password: Some(DB_PW.into()),
         node_passwords,
+        ..Default::default()
     }
 }
 

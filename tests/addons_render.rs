@@ -426,3 +426,46 @@ fn sealing_cert_without_key_is_a_clear_error() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("no sealing key"), "{e}");
 }
+
+/// examples/homelab/renovate.json passes Renovate's schema (as vendored by check-jsonschema) and
+/// its regex finds every pin of overlays/charts.toml with the pinned version (Python's `re`, after
+/// turning JavaScript's `(?<name>` into Python's `(?P<name>`).
+#[test]
+fn renovate_snippet_is_valid_and_finds_every_pin() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = root.join("examples/homelab/renovate.json");
+    let cj = pip_tool("check-jsonschema");
+    let (ok, out) = tool(
+        &cj,
+        &["--builtin-schema", "vendor.renovate", cfg.to_str().unwrap()],
+        None,
+    );
+    assert!(ok, "{out}");
+    let script = r#"
+import json, re, sys
+c = json.load(open(sys.argv[1]))
+rx = c["customManagers"][0]["matchStrings"][0].replace("(?<", "(?P<")
+for m in re.finditer(rx, open(sys.argv[2]).read()):
+    d = m.groupdict()
+    print(d["depName"], d["currentValue"], d["datasource"], d["registryUrl"])
+"#;
+    let pins_file = root.join("overlays/charts.toml");
+    let (ok, out) = tool(
+        "python3",
+        &[
+            "-c",
+            script,
+            cfg.to_str().unwrap(),
+            pins_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    let pins = addons::charts::pins().unwrap();
+    let found: Vec<&str> = out.lines().collect();
+    assert_eq!(found.len(), pins.len(), "{out}");
+    for p in pins.values() {
+        let want = format!("{} {} helm {}", p.chart, p.version, p.repo);
+        assert!(found.contains(&want.as_str()), "{want} not in {out}");
+    }
+}

@@ -6,6 +6,7 @@
 //! their upstream sources: `docs/addons.md`.
 
 pub mod charts;
+pub mod kube_vip;
 pub mod registries;
 pub mod sealed_secrets;
 
@@ -17,6 +18,12 @@ use std::path::Path;
 /// Server manifests without secrets (file name, bytes), for `seed::server_manifests`.
 pub fn manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
+    if let Some(k) = &c.addons.kube_vip {
+        out.push((
+            kube_vip::FILE.to_string(),
+            kube_vip::manifest(k)?.into_bytes(),
+        ));
+    }
     if c.addons.sealed_secrets.is_some() {
         out.push((
             sealed_secrets::CONTROLLER_FILE.to_string(),
@@ -79,8 +86,22 @@ pub fn ensure_secrets(path: &Path, c: &Cluster) -> Result<Secrets> {
 }
 
 /// What `check` prints about these add-ons and what each needs (one line each, no secret values).
+/// Lines starting `ERROR` make `check` fail; `warning:` lines are advice.
 pub fn check_lines(c: &Cluster, s: Option<&Secrets>) -> Vec<String> {
     let mut out = Vec::new();
+    if let Some(k) = &c.addons.kube_vip {
+        out.push(format!(
+            "kube-vip: VIP {}:{} on every server ({}), added to their tls-san; image {}:{}",
+            k.address,
+            kube_vip::API_PORT,
+            k.interface.as_deref().unwrap_or("default-route interface"),
+            kube_vip::IMAGE,
+            kube_vip::VERSION
+        ));
+    }
+    let (errors, warnings) = kube_vip::check(c);
+    out.extend(errors.into_iter().map(|e| format!("ERROR {e}")));
+    out.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
     if let Some(r) = &c.registries {
         let hosts: Vec<&str> = r.mirrors.keys().map(String::as_str).collect();
         out.push(format!(
@@ -101,7 +122,7 @@ pub fn check_lines(c: &Cluster, s: Option<&Secrets>) -> Vec<String> {
             ));
         }
         if let Err(e) = registries::registries_yaml(c.registries.as_ref(), &s.registry_auth) {
-            out.push(format!("registries: ERROR {e:#}"));
+            out.push(format!("ERROR registries: {e:#}"));
         }
     }
     if c.addons.sealed_secrets.is_some() {

@@ -229,6 +229,9 @@ pub struct Addons {
     /// sealed-secrets controller with the sealing key from the secrets file (src/addons).
     #[serde(default, rename = "sealed-secrets")]
     pub sealed_secrets: Option<NoSettings>,
+    /// kube-vip API server VIP (src/addons/kube_vip.rs).
+    #[serde(default, rename = "kube-vip")]
+    pub kube_vip: Option<crate::addons::kube_vip::KubeVip>,
 }
 
 impl Addons {
@@ -246,6 +249,9 @@ impl Addons {
         }
         if self.sealed_secrets.is_some() {
             v.push("sealed-secrets");
+        }
+        if self.kube_vip.is_some() {
+            v.push("kube-vip");
         }
         v
     }
@@ -1115,8 +1121,15 @@ pub fn cmd_check(a: &CheckArgs) -> Result<()> {
     } else {
         None
     };
-    for l in crate::addons::check_lines(&cluster, loaded.as_ref()) {
+    let lines = crate::addons::check_lines(&cluster, loaded.as_ref());
+    for l in &lines {
         println!("{l}");
+    }
+    if lines.iter().any(|l| l.starts_with("ERROR ")) {
+        bail!(
+            "{}: add-on settings have errors (see above)",
+            cluster.origin()
+        );
     }
     if let Some(s) = loaded {
         let missing: Vec<&str> = cluster

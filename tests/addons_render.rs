@@ -469,3 +469,104 @@ for m in re.finditer(rx, open(sys.argv[2]).read()):
         assert!(found.contains(&want.as_str()), "{want} not in {out}");
     }
 }
+
+fn ha_cluster(server: &str, vip: &str) -> String {
+    let mut t = format!(
+        r#"
+[cluster]
+name = "ha"
+k3s_version = "v1.33.5+k3s1"
+server = "https://{server}:6443"
+datastore = "etcd"
+
+[addons.kube-vip]
+address = "{vip}"
+interface = "eth0"
+"#
+    );
+    for i in 0..3 {
+        t.push_str(&format!(
+            "[[nodes]]\nhostname = \"cp{}\"\nrole = \"server\"\nboard = \"rpi4\"\naddress = \"10.0.0.1{i}/24\"\ngateway = \"10.0.0.1\"\n",
+            i + 1
+        ));
+    }
+    t.push_str("[[nodes]]\nhostname = \"w1\"\nrole = \"agent\"\nboard = \"rpi4\"\n");
+    t
+}
+
+#[test]
+fn kube_vip_manifest_snapshot_validates_and_tls_san() {
+    let c = parse_cluster(&ha_cluster("10.0.0.9", "10.0.0.9"), None).unwrap();
+    let m = seed::server_manifests(&c).unwrap();
+    let (_, bytes) = m
+        .iter()
+        .find(|(n, _)| n == addons::kube_vip::FILE)
+        .expect("kube-vip.yaml among the server manifests");
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    snapshot("kube-vip.yaml", &text);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("kube-vip.yaml");
+    std::fs::write(&f, &text).unwrap();
+    let kv = pip_tool("kubernetes-validate");
+    let (ok, out) = tool(&kv, &["-k", K8S, "--strict", f.to_str().unwrap()], None);
+    assert!(ok, "{out}");
+    for kind in [
+        "serviceaccount",
+        "clusterrole/",
+        "clusterrolebinding",
+        "daemonset",
+    ] {
+        assert!(
+            out.to_lowercase().contains(kind),
+            "{kind} not validated: {out}"
+        );
+    }
+    let s = secrets(&c);
+    for n in c.servers() {
+        let k = seed::k3s_config(&c, n, &s).unwrap();
+        let sans = k.get("tls-san").unwrap().as_array().unwrap();
+        assert!(
+            sans.iter().any(|v| v == "10.0.0.9"),
+            "{}: {sans:?}",
+            n.hostname
+        );
+    }
+    // Agents get no manifests.
+    let w1 = seed::render(&c, c.node("w1").unwrap(), Some(&s), Family::Raspios).unwrap();
+    assert!(!String::from_utf8_lossy(w1.file("user-data").unwrap()).contains("kube-vip"));
+}
+
+#[test]
+fn check_warns_without_fixed_address_and_refuses_a_taken_vip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Registration through cp1's own address with etcd and 3 servers: a warning that explains.
+    std::fs::write(d.join("cluster.toml"), ha_cluster("10.0.0.10", "10.0.0.9")).unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: cluster.server https://10.0.0.10:6443 is server cp1's own address"),
+        "{text}"
+    );
+    assert!(text.contains("kube-vip: VIP 10.0.0.9:6443"), "{text}");
+    // Through the VIP: no warning.
+    std::fs::write(d.join("cluster.toml"), ha_cluster("10.0.0.9", "10.0.0.9")).unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && !text.contains("own address"),
+        "{text}"
+    );
+    // A VIP that is a node's address: check fails.
+    std::fs::write(d.join("cluster.toml"), ha_cluster("10.0.0.11", "10.0.0.11")).unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("node cp2's own address"), "{text}");
+    // Outside the servers' subnet: a warning.
+    std::fs::write(d.join("cluster.toml"), ha_cluster("10.0.5.9", "10.0.5.9")).unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("outside every server's subnet"), "{text}");
+}

@@ -5,6 +5,7 @@
 //! Rendering is pure (cluster + secrets → bytes); the seed module places the results. Facts and
 //! their upstream sources: `docs/addons.md`.
 
+pub mod argocd;
 pub mod charts;
 pub mod kube_vip;
 pub mod registries;
@@ -30,6 +31,12 @@ pub fn manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
             sealed_secrets::controller_manifest()?.into_bytes(),
         ));
     }
+    if c.addons.argocd.is_some() {
+        out.push((
+            argocd::CHART_FILE.to_string(),
+            argocd::chart_manifest()?.into_bytes(),
+        ));
+    }
     Ok(out)
 }
 
@@ -48,6 +55,12 @@ pub fn secret_manifests(c: &Cluster, s: &Secrets) -> Result<Vec<(String, String)
         out.push((
             sealed_secrets::KEY_FILE.to_string(),
             sealed_secrets::key_manifest(key)?,
+        ));
+    }
+    if let Some(a) = &c.addons.argocd {
+        out.push((
+            argocd::ROOT_FILE.to_string(),
+            argocd::root_manifest(a, s.argocd_repo.as_ref())?,
         ));
     }
     Ok(out)
@@ -123,6 +136,27 @@ pub fn check_lines(c: &Cluster, s: Option<&Secrets>) -> Vec<String> {
         }
         if let Err(e) = registries::registries_yaml(c.registries.as_ref(), &s.registry_auth) {
             out.push(format!("ERROR registries: {e:#}"));
+        }
+    }
+    if let Some(a) = &c.addons.argocd {
+        let auth = match s.map(|s| s.argocd_repo.is_some()) {
+            Some(true) => "credentials from the secrets file ([argocd_repo])",
+            _ => "no [argocd_repo] credentials: the repository must be public",
+        };
+        out.push(format!(
+            "argocd: chart {} {}; root Application {} path {} at {}; {auth}",
+            argocd::CHART,
+            charts::pin(argocd::CHART)
+                .map(|p| p.version)
+                .unwrap_or_else(|e| format!("(pin error: {e:#})")),
+            a.repo,
+            a.path,
+            a.revision
+        ));
+        if let Some(s) = s {
+            if let Err(e) = argocd::root_manifest(a, s.argocd_repo.as_ref()) {
+                out.push(format!("ERROR argocd: {e:#}"));
+            }
         }
     }
     if c.addons.sealed_secrets.is_some() {

@@ -232,6 +232,9 @@ pub struct Addons {
     /// kube-vip API server VIP (src/addons/kube_vip.rs).
     #[serde(default, rename = "kube-vip")]
     pub kube_vip: Option<crate::addons::kube_vip::KubeVip>,
+    /// Argo CD with a root Application (src/addons/argocd.rs).
+    #[serde(default)]
+    pub argocd: Option<crate::addons::argocd::ArgoCd>,
 }
 
 impl Addons {
@@ -252,6 +255,9 @@ impl Addons {
         }
         if self.kube_vip.is_some() {
             v.push("kube-vip");
+        }
+        if self.argocd.is_some() {
+            v.push("argocd");
         }
         v
     }

@@ -570,3 +570,80 @@ fn check_warns_without_fixed_address_and_refuses_a_taken_vip() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(text.contains("outside every server's subnet"), "{text}");
 }
+
+const GIT_PW: &str = "FAKE-GITPW-77aa";
+
+#[test]
+fn argocd_chart_and_root_application_with_private_repo() {
+    let text = format!(
+        "{CLUSTER}\n[addons.argocd]\nrepo = \"https://github.com/me/homelab\"\npath = \"clusters/home\"\nrevision = \"main\"\n"
+    )
+    .replacen("[addons.sealed-secrets]\n", "", 1);
+    let c = parse_cluster(&text, None).unwrap();
+    let mut s = secrets(&c);
+    s.argocd_repo = Some(nodeforge::addons::argocd::RepoAuth {
+        username: Some("me".into()),
+        password: Some(GIT_PW.into()),
+        ..Default::default()
+    });
+    let chart = seed::server_manifests(&c)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == addons::argocd::CHART_FILE)
+        .unwrap();
+    snapshot("argocd.yaml", &String::from_utf8(chart.1).unwrap());
+    let root = addons::secret_manifests(&c, &s)
+        .unwrap()
+        .into_iter()
+        .find(|(n, _)| n == addons::argocd::ROOT_FILE)
+        .unwrap()
+        .1;
+    snapshot("argocd-root.yaml", &root);
+
+    // Core objects (Namespace, Secret) with kubernetes-validate; the Application is a CRD object.
+    let docs: Vec<&str> = root.split("\n---\n").collect();
+    assert_eq!(docs.len(), 3);
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("core.yaml");
+    std::fs::write(&f, format!("{}\n---\n{}\n", docs[0], docs[1])).unwrap();
+    let kv = pip_tool("kubernetes-validate");
+    let (ok, out) = tool(&kv, &["-k", K8S, "--strict", f.to_str().unwrap()], None);
+    assert!(ok, "{out}");
+    let secret: serde_json::Value = serde_saphyr::from_str(docs[1]).unwrap();
+    assert_eq!(
+        secret["metadata"]["labels"]["argocd.argoproj.io/secret-type"],
+        "repository"
+    );
+    assert_eq!(secret["stringData"]["url"], "https://github.com/me/homelab");
+    let app: serde_json::Value = serde_saphyr::from_str(docs[2]).unwrap();
+    assert_eq!(app["kind"], "Application");
+    assert_eq!(app["spec"]["source"]["path"], "clusters/home");
+    assert_eq!(app["spec"]["source"]["targetRevision"], "main");
+
+    // The credentials: only in the server's full seed, in a 0600 file.
+    let cp1 = c.node("cp1").unwrap();
+    let full = seed::render(&c, cp1, Some(&s), Family::Raspios).unwrap();
+    let ud: serde_json::Value =
+        serde_saphyr::from_str(std::str::from_utf8(full.file("user-data").unwrap()).unwrap())
+            .unwrap();
+    let path = format!("{}/{}", seed::MANIFEST_DIR, addons::argocd::ROOT_FILE);
+    let wf = ud["write_files"].as_array().unwrap();
+    let f = wf.iter().find(|f| f["path"] == path.as_str()).unwrap();
+    assert_eq!(f["permissions"], "0600");
+    for n in &c.nodes {
+        for (name, b) in seed::render(&c, n, None, Family::Raspios).unwrap().files {
+            assert!(!String::from_utf8_lossy(&b).contains(GIT_PW), "{name}");
+        }
+    }
+    for (name, b) in seed::server_manifests(&c).unwrap() {
+        assert!(!String::from_utf8_lossy(&b).contains(GIT_PW), "{name}");
+    }
+    assert!(!format!("{s:?}").contains(GIT_PW));
+    // Half a credential is an error that shows no value.
+    s.argocd_repo = Some(nodeforge::addons::argocd::RepoAuth {
+        password: Some(GIT_PW.into()),
+        ..Default::default()
+    });
+    let e = format!("{:#}", addons::secret_manifests(&c, &s).unwrap_err());
+    assert!(e.contains("[argocd_repo]") && !e.contains(GIT_PW), "{e}");
+}

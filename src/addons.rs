@@ -1,6 +1,7 @@
 //! The homelab add-ons beyond the built-in manifests: k3s registry configuration on every node
-//! (`[registries]`) and the sealed-secrets controller with a sealing key kept in the secrets file
-//! (`[addons.sealed-secrets]`). Chart versions come from one pins table (`overlays/charts.toml`).
+//! (`[registries]`), the sealed-secrets controller with a sealing key kept in the secrets file
+//! (`[addons.sealed-secrets]`), an API server VIP (`[addons.kube-vip]`) and Argo CD with a root
+//! Application (`[addons.argocd]`). Chart versions come from one pins table (`overlays/charts.toml`).
 //!
 //! Rendering is pure (cluster + secrets → bytes); the seed module places the results. Facts and
 //! their upstream sources: `docs/addons.md`.

@@ -35,6 +35,8 @@ enum Cmd {
     Release(crate::release::ReleaseArgs),
     /// Check a downloaded release: the signature of SHA256SUMS and every listed file's sha256.
     Verify(crate::provenance::VerifyArgs),
+    /// Show public parts of the secrets file (`secrets sealing-cert`).
+    Secrets(crate::addons::sealed_secrets::SecretsArgs),
 }
 
 /// Parse the command line and run it.
@@ -52,5 +54,6 @@ pub fn run() -> Result<()> {
         Cmd::Eeprom(a) => crate::eeprom::cmd_eeprom(&a),
         Cmd::Release(a) => crate::release::cmd_release(&a),
         Cmd::Verify(a) => crate::provenance::cmd_verify(&a),
+        Cmd::Secrets(a) => crate::addons::sealed_secrets::cmd_secrets(&a),
     }
 }

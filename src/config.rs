@@ -226,6 +226,15 @@ pub struct Addons {
     /// NVIDIA device plugin (runtimeClassName nvidia).
     #[serde(default, rename = "nvidia-device-plugin")]
     pub nvidia_device_plugin: Option<NoSettings>,
+    /// sealed-secrets controller with the sealing key from the secrets file (src/addons).
+    #[serde(default, rename = "sealed-secrets")]
+    pub sealed_secrets: Option<NoSettings>,
+    /// kube-vip API server VIP (src/addons/kube_vip.rs).
+    #[serde(default, rename = "kube-vip")]
+    pub kube_vip: Option<crate::addons::kube_vip::KubeVip>,
+    /// Argo CD with a root Application (src/addons/argocd.rs).
+    #[serde(default)]
+    pub argocd: Option<crate::addons::argocd::ArgoCd>,
 }
 
 impl Addons {
@@ -240,6 +249,15 @@ impl Addons {
         }
         if self.nvidia_device_plugin.is_some() {
             v.push("nvidia-device-plugin");
+        }
+        if self.sealed_secrets.is_some() {
+            v.push("sealed-secrets");
+        }
+        if self.kube_vip.is_some() {
+            v.push("kube-vip");
+        }
+        if self.argocd.is_some() {
+            v.push("argocd");
         }
         v
     }
@@ -429,6 +447,8 @@ pub struct Cluster {
     pub airgap: bool,
     /// Add-ons.
     pub addons: Addons,
+    /// `[registries]`: k3s registries.yaml for every node (src/addons/registries.rs).
+    pub registries: Option<crate::addons::registries::Registries>,
     /// Nodes in file order.
     pub nodes: Vec<NodeSpec>,
     /// The cluster file (`None` = the embedded example).
@@ -519,6 +539,8 @@ struct RawFile {
     k3s: RawK3s,
     #[serde(default)]
     addons: Addons,
+    #[serde(default)]
+    registries: Option<crate::addons::registries::Registries>,
     #[serde(default)]
     nodes: Vec<RawNode>,
 }
@@ -873,6 +895,7 @@ pub fn analyze_cluster(text: &str, file: Option<&Path>) -> Result<Report> {
         ),
         airgap: raw.k3s.airgap,
         addons: raw.addons,
+        registries: raw.registries,
         nodes,
         file: file.map(Path::to_path_buf),
         user_manifests,
@@ -1110,6 +1133,11 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
                 );
             }
             let added = s.add_missing(names)?;
+            let extra = crate::addons::add_missing(&mut s, &cluster)?;
+            if !extra.is_empty() {
+                s.save(&secrets_file)?;
+                println!("{}: added {}", secrets_file.display(), extra.join(", "));
+            }
             if added.is_empty() {
                 println!("{}: every node has its password", secrets_file.display());
             } else {
@@ -1121,7 +1149,9 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
                 );
             }
         } else {
-            Secrets::generate(names)?.save(&secrets_file)?;
+            let mut s = Secrets::generate(names)?;
+            crate::addons::add_missing(&mut s, &cluster)?;
+            s.save(&secrets_file)?;
             println!("wrote {} (mode 0600): back it up", secrets_file.display());
         }
         return Ok(());
@@ -1139,7 +1169,9 @@ pub fn cmd_init(a: &InitArgs) -> Result<()> {
     let example = parse_cluster(EXAMPLE_CLUSTER, None)?;
     crate::output::write_atomic(&cluster_file, EXAMPLE_CLUSTER.as_bytes())?;
     let names: Vec<&str> = example.nodes.iter().map(|n| n.hostname.as_str()).collect();
-    Secrets::generate(names)?.save(&secrets_file)?;
+    let mut s = Secrets::generate(names)?;
+    crate::addons::add_missing(&mut s, &example)?;
+    s.save(&secrets_file)?;
     println!(
         "wrote {} (edit it, then `nodeforge check`)",
         cluster_file.display()
@@ -1252,8 +1284,22 @@ pub fn cmd_check(a: &CheckArgs) -> Result<()> {
         .secrets
         .clone()
         .unwrap_or_else(|| cluster.default_secrets_path());
-    if spath.exists() {
-        let s = Secrets::load(&spath)?;
+    let loaded = if spath.exists() {
+        Some(Secrets::load(&spath)?)
+    } else {
+        None
+    };
+    let lines = crate::addons::check_lines(&cluster, loaded.as_ref());
+    for l in &lines {
+        println!("{l}");
+    }
+    if lines.iter().any(|l| l.starts_with("ERROR ")) {
+        bail!(
+            "{}: add-on settings have errors (see above)",
+            cluster.origin()
+        );
+    }
+    if let Some(s) = loaded {
         let missing: Vec<&str> = cluster
             .nodes
             .iter()

@@ -2,6 +2,7 @@
 //!
 //! Data flows one way: `config` → `seed` (pure rendering) → `fetch` → `base` → `compose` → `output`.
 
+pub mod addons;
 pub mod base;
 pub mod bmap;
 pub mod ca;

@@ -7,7 +7,7 @@ use crate::fat::{FatFile, FileData};
 use crate::fetch::{self, Arch, Fetcher, K3sBundle};
 use crate::lock::{Lock, LockEntry};
 use crate::output::{self, Compression, Manifest, ManifestImage, ManifestInput, Partial};
-use crate::secrets::{self, Secrets};
+use crate::secrets::Secrets;
 use crate::seed;
 use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -401,7 +401,7 @@ pub fn build(s: &mut Session, a: &BuildArgs) -> Result<Vec<PathBuf>> {
             .cluster_secrets_path(a)
             .context("locating the secrets file")?;
         // A build gives new nodes their password (like `init --update`); values are never shown.
-        Some(secrets::ensure(&path, cluster.hostnames())?)
+        Some(crate::addons::ensure_secrets(&path, &cluster)?)
     };
 
     let mut bases: BTreeMap<Board, (Base, ManifestInput)> = BTreeMap::new();

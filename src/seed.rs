@@ -383,6 +383,7 @@ pub fn server_manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
     if let Some(m) = &c.addons.metallb {
         out.push(("metallb-pool.yaml".into(), metallb_pool(m)?.into_bytes()));
     }
+    out.extend(crate::addons::manifests(c)?);
     for (name, bytes) in &c.user_manifests {
         out.push((name.clone(), bytes.clone()));
     }
@@ -524,7 +525,14 @@ pub fn render(
                 ));
             }
         }
+        for (path, text) in crate::addons::node_files(c, s)? {
+            write_files.push(WriteFile::new(&path, text, "0600"));
+        }
         if n.is_server() {
+            for (name, text) in crate::addons::secret_manifests(c, s)? {
+                let path = format!("{MANIFEST_DIR}/{name}");
+                write_files.push(WriteFile::new(&path, text, "0600"));
+            }
             for (name, bytes) in server_manifests(c)? {
                 let text = String::from_utf8(bytes)
                     .with_context(|| format!("manifest {name} is not UTF-8 text"))?;

@@ -27,6 +27,7 @@ fn secrets(c: &Cluster) -> Secrets {
         // (tests/cluster_trust.rs covers the CA).
         agent_token: None,
         ca: None,
+        ..Default::default()
     }
 }
 

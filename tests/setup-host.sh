@@ -27,6 +27,16 @@ if ! command -v pyspdxtools >/dev/null && ! [ -x "$HOME/.local/bin/pyspdxtools" 
   PIP=$(command -v pip3 || command -v pip)
   "$PIP" install --user spdx-tools 2>/dev/null || "$PIP" install --user --break-system-packages spdx-tools
 fi
+# kubernetes-validate and check-jsonschema (add-on manifest validation, tests/addons_render.rs).
+if ! command -v kubernetes-validate >/dev/null && ! [ -x "$HOME/.local/bin/kubernetes-validate" ]; then
+  command -v pip3 >/dev/null || command -v pip >/dev/null || {
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-pip; }
+  PIP=$(command -v pip3 || command -v pip)
+  "$PIP" install --user kubernetes-validate check-jsonschema 2>/dev/null \
+    || "$PIP" install --user --break-system-packages kubernetes-validate check-jsonschema
+fi
+python3 -c 'import yaml' 2>/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-yaml
+command -v openssl >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends openssl
 # Rust: Debian's packaged cargo is too old for our dependencies; use rustup's stable toolchain.
 if ! command -v cargo >/dev/null && ! [ -x "$HOME/.cargo/bin/cargo" ]; then
   curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy

@@ -137,6 +137,9 @@ pub fn k3s_config(c: &Cluster, n: &NodeSpec, s: &Secrets) -> Result<K3sConfig> {
         if let Some(ip) = n.ip() {
             sans.push(ip.to_string());
         }
+        if let Some(v) = &c.addons.kube_vip {
+            sans.push(v.address.to_string());
+        }
         sans.extend(c.tls_san.iter().cloned());
         k.set("tls-san", strs(&sans));
         k.set("write-kubeconfig-mode", Value::String("0600".into()));

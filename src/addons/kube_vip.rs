@@ -1,0 +1,214 @@
+//! `[addons.kube-vip]`: a virtual IP for the API server on every server, by kube-vip in ARP mode.
+//!
+//! kube-vip's k3s guide (docs/addons.md#kube-vip) runs it as a DaemonSet from the server's
+//! manifests directory with its RBAC (ServiceAccount `kube-vip`, ClusterRole
+//! `system:kube-vip-role`, ClusterRoleBinding `system:kube-vip-binding`), not as a static pod:
+//! k3s brings up its first server without the VIP, so nothing needs the VIP before the API server
+//! exists, and the DaemonSet follows servers added later. The objects below are what
+//! `kube-vip manifest daemonset --inCluster --taint --controlplane --arp --leaderElection` writes.
+//! The VIP is added to every server's `tls-san` (seed/k3s.rs).
+
+use crate::config::{Cluster, Datastore, Network};
+use crate::seed::to_yaml;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+
+/// kube-vip image, pinned.
+pub const IMAGE: &str = "ghcr.io/kube-vip/kube-vip";
+// renovate: datasource=docker depName=ghcr.io/kube-vip/kube-vip
+/// Tag of [`IMAGE`] (kube-vip release, https://github.com/kube-vip/kube-vip/releases).
+pub const VERSION: &str = "v1.2.3";
+/// Manifest file name on servers.
+pub const FILE: &str = "kube-vip.yaml";
+/// The API server port the VIP fronts.
+pub const API_PORT: u16 = 6443;
+
+/// `[addons.kube-vip]`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeVip {
+    /// The virtual IP (IPv4), free, in the servers' subnet.
+    pub address: Ipv4Addr,
+    /// NIC to announce it on (default: kube-vip picks the interface of the default route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+fn env(name: &str, value: &str) -> Value {
+    json!({ "name": name, "value": value })
+}
+
+/// The RBAC objects and the DaemonSet (four YAML documents). Same input → same bytes.
+pub fn manifest(k: &KubeVip) -> Result<String> {
+    let ns = "kube-system";
+    let sa = json!({
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": { "name": "kube-vip", "namespace": ns },
+    });
+    let rule = |groups: &str, res: &[&str], verbs: &[&str]| json!({ "apiGroups": [groups], "resources": res, "verbs": verbs });
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {
+            "name": "system:kube-vip-role",
+            "annotations": { "rbac.authorization.kubernetes.io/autoupdate": "true" },
+        },
+        "rules": [
+            rule("", &["services/status"], &["update"]),
+            rule("", &["services", "endpoints"], &["list", "get", "watch", "update"]),
+            rule("", &["nodes"], &["list", "get", "watch", "update", "patch"]),
+            rule("coordination.k8s.io", &["leases"], &["list", "get", "watch", "update", "create"]),
+            rule("discovery.k8s.io", &["endpointslices"], &["list", "get", "watch", "update"]),
+        ],
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": { "name": "system:kube-vip-binding" },
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+            "name": "system:kube-vip-role",
+        },
+        "subjects": [{ "kind": "ServiceAccount", "name": "kube-vip", "namespace": ns }],
+    });
+    let mut envs = vec![
+        env("vip_arp", "true"),
+        env("port", &API_PORT.to_string()),
+        json!({ "name": "vip_nodename",
+                "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } }),
+    ];
+    if let Some(i) = &k.interface {
+        envs.push(env("vip_interface", i));
+    }
+    envs.extend([
+        env("cp_enable", "true"),
+        env("cp_namespace", ns),
+        env("vip_leaderelection", "true"),
+        env("vip_leasename", "plndr-cp-lock"),
+        env("vip_leaseduration", "5"),
+        env("vip_renewdeadline", "3"),
+        env("vip_retryperiod", "1"),
+        env("address", &k.address.to_string()),
+    ]);
+    let labels = json!({ "app.kubernetes.io/name": "kube-vip-ds",
+                         "app.kubernetes.io/version": VERSION });
+    let exists = |key: &str| json!({ "matchExpressions": [{ "key": key, "operator": "Exists" }] });
+    let ds = json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": { "name": "kube-vip-ds", "namespace": ns, "labels": labels },
+        "spec": {
+            "selector": { "matchLabels": { "app.kubernetes.io/name": "kube-vip-ds" } },
+            "template": {
+                "metadata": { "labels": labels },
+                "spec": {
+                    // Servers only (k3s labels them node-role.kubernetes.io/control-plane), and
+                    // past the CriticalAddonsOnly taint servers get when the cluster has agents.
+                    "affinity": { "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                exists("node-role.kubernetes.io/master"),
+                                exists("node-role.kubernetes.io/control-plane"),
+                            ] } } },
+                    "tolerations": [
+                        { "effect": "NoSchedule", "operator": "Exists" },
+                        { "effect": "NoExecute", "operator": "Exists" },
+                    ],
+                    "hostNetwork": true,
+                    "serviceAccountName": "kube-vip",
+                    "containers": [{
+                        "name": "kube-vip",
+                        "image": format!("{IMAGE}:{VERSION}"),
+                        "imagePullPolicy": "IfNotPresent",
+                        "args": ["manager"],
+                        "env": envs,
+                        "securityContext": { "capabilities": {
+                            "add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"] } },
+                    }],
+                },
+            },
+        },
+    });
+    let mut out = format!(
+        "# kube-vip (add-on `kube-vip`): API server VIP {} in ARP mode on every server.\n",
+        k.address
+    );
+    for (i, doc) in [sa, role, binding, ds].iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&to_yaml(doc)?);
+    }
+    Ok(out)
+}
+
+fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    };
+    u32::from(a) & mask == u32::from(net) & mask
+}
+
+/// What `check` says about the VIP and the registration address: `(errors, warnings)`.
+///
+/// - the VIP equals a node's address → error; outside every static server's subnet → warning;
+/// - etcd with three or more servers needs a fixed registration address (a VIP or a name/address
+///   that is not one server's own): when `cluster.server` is a server's own address, a warning
+///   explains why (losing that server stops joins and agents' reconnects after a rebuild).
+pub fn check(c: &Cluster) -> (Vec<String>, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let vip = c.addons.kube_vip.as_ref();
+    if let Some(k) = vip {
+        if let Some(n) = c.nodes.iter().find(|n| n.ip() == Some(k.address)) {
+            errors.push(format!(
+                "kube-vip: address {} is node {}'s own address: the VIP must be a free address",
+                k.address, n.hostname
+            ));
+        }
+        let statics: Vec<_> = c
+            .servers()
+            .filter_map(|n| match &n.network {
+                Network::Static {
+                    address, prefix, ..
+                } => Some((n, *address, *prefix)),
+                Network::Dhcp => None,
+            })
+            .collect();
+        if !statics.is_empty() && !statics.iter().any(|(_, a, p)| in_subnet(k.address, *a, *p)) {
+            warnings.push(format!(
+                "kube-vip: address {} is outside every server's subnet: ARP mode announces it on the servers' LAN only",
+                k.address
+            ));
+        }
+    }
+    let servers: Vec<_> = c.servers().collect();
+    if c.datastore == Datastore::Etcd && servers.len() >= 3 {
+        let host = c.server_host().unwrap_or_default();
+        let is_vip = vip.is_some_and(|k| k.address.to_string() == host);
+        let own = servers
+            .iter()
+            .find(|n| n.ip().is_some_and(|ip| ip.to_string() == host));
+        if let (false, Some(n)) = (is_vip, own) {
+            warnings.push(format!(
+                "cluster.server {} is server {}'s own address: with etcd and {} servers, use a fixed registration address (a VIP such as [addons.kube-vip] address, or a DNS name for all servers) so nodes can still join and reconnect while {} is down or being rebuilt",
+                c.server, n.hostname, servers.len(), n.hostname
+            ));
+        }
+    }
+    (errors, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_math() {
+        let a: Ipv4Addr = "10.0.0.9".parse().unwrap();
+        assert!(in_subnet(a, "10.0.0.10".parse().unwrap(), 24));
+        assert!(!in_subnet(a, "10.0.1.10".parse().unwrap(), 24));
+        assert!(in_subnet(a, "192.168.0.1".parse().unwrap(), 0));
+    }
+}

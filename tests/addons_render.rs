@@ -197,7 +197,7 @@ fn registries_yaml_on_every_node_0600_never_generic() {
     let c = cluster();
     let s = secrets(&c);
     for n in &c.nodes {
-        let full = seed::render(&c, n, Some(&s), Family::DebianGeneric).unwrap();
+        let full = seed::render(&c, n, Some(&s), Family::DebianGeneric, 1_577_836_800).unwrap();
         let ud: serde_json::Value =
             serde_saphyr::from_str(std::str::from_utf8(full.file("user-data").unwrap()).unwrap())
                 .unwrap();
@@ -208,7 +208,7 @@ fn registries_yaml_on_every_node_0600_never_generic() {
             .unwrap_or_else(|| panic!("{}: no registries.yaml", n.hostname));
         assert_eq!(reg["permissions"], "0600");
         assert_eq!(reg["content"].as_str().unwrap(), registries_text());
-        let generic = seed::render(&c, n, None, Family::DebianGeneric).unwrap();
+        let generic = seed::render(&c, n, None, Family::DebianGeneric, 1_577_836_800).unwrap();
         for (name, b) in &generic.files {
             let t = String::from_utf8_lossy(b);
             assert!(
@@ -257,8 +257,8 @@ fn same_secrets_same_bytes_and_key_only_in_full_server_seed() {
     let c = cluster();
     let s = secrets(&c);
     let cp1 = c.node("cp1").unwrap();
-    let a = seed::render(&c, cp1, Some(&s), Family::Raspios).unwrap();
-    let b = seed::render(&c, cp1, Some(&s.clone()), Family::Raspios).unwrap();
+    let a = seed::render(&c, cp1, Some(&s), Family::Raspios, 1_577_836_800).unwrap();
+    let b = seed::render(&c, cp1, Some(&s.clone()), Family::Raspios, 1_577_836_800).unwrap();
     assert_eq!(a.files, b.files);
     let m1 = addons::secret_manifests(&c, &s).unwrap();
     assert_eq!(m1, addons::secret_manifests(&c, &s).unwrap());
@@ -296,13 +296,13 @@ fn same_secrets_same_bytes_and_key_only_in_full_server_seed() {
     let mut elsewhere: Vec<(String, Vec<u8>)> = Vec::new();
     let w1 = c.node("w1").unwrap();
     elsewhere.extend(
-        seed::render(&c, w1, Some(&s), Family::DebianGeneric)
+        seed::render(&c, w1, Some(&s), Family::DebianGeneric, 1_577_836_800)
             .unwrap()
             .files,
     );
     for n in &c.nodes {
         elsewhere.extend(
-            seed::render(&c, n, None, Family::DebianGeneric)
+            seed::render(&c, n, None, Family::DebianGeneric, 1_577_836_800)
                 .unwrap()
                 .files,
         );
@@ -532,7 +532,14 @@ fn kube_vip_manifest_snapshot_validates_and_tls_san() {
         );
     }
     // Agents get no manifests.
-    let w1 = seed::render(&c, c.node("w1").unwrap(), Some(&s), Family::Raspios).unwrap();
+    let w1 = seed::render(
+        &c,
+        c.node("w1").unwrap(),
+        Some(&s),
+        Family::Raspios,
+        1_577_836_800,
+    )
+    .unwrap();
     assert!(!String::from_utf8_lossy(w1.file("user-data").unwrap()).contains("kube-vip"));
 }
 
@@ -622,7 +629,7 @@ fn argocd_chart_and_root_application_with_private_repo() {
 
     // The credentials: only in the server's full seed, in a 0600 file.
     let cp1 = c.node("cp1").unwrap();
-    let full = seed::render(&c, cp1, Some(&s), Family::Raspios).unwrap();
+    let full = seed::render(&c, cp1, Some(&s), Family::Raspios, 1_577_836_800).unwrap();
     let ud: serde_json::Value =
         serde_saphyr::from_str(std::str::from_utf8(full.file("user-data").unwrap()).unwrap())
             .unwrap();
@@ -631,7 +638,10 @@ fn argocd_chart_and_root_application_with_private_repo() {
     let f = wf.iter().find(|f| f["path"] == path.as_str()).unwrap();
     assert_eq!(f["permissions"], "0600");
     for n in &c.nodes {
-        for (name, b) in seed::render(&c, n, None, Family::Raspios).unwrap().files {
+        for (name, b) in seed::render(&c, n, None, Family::Raspios, 1_577_836_800)
+            .unwrap()
+            .files
+        {
             assert!(!String::from_utf8_lossy(&b).contains(GIT_PW), "{name}");
         }
     }

@@ -407,6 +407,7 @@ board = "x86_64"
         node_passwords: pw,
         agent_token: None,
         ca: None,
+        ..Default::default()
     };
     let seed = nodeforge::seed::render(
         &cluster,

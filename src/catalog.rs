@@ -7,7 +7,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 use crate::base::Family;
-use crate::fetch::{normalize_sha256, normalize_sha512, Arch, Source};
+use crate::fetch::{Arch, Source};
+use crate::hash::{normalize_sha256, normalize_sha512};
 
 const BASES_TOML: &str = include_str!("../catalog/bases.toml");
 

@@ -401,6 +401,6 @@ pub fn write(plan: &Plan, base_raw: &Path, out: &Path) -> Result<()> {
         .with_context(|| format!("flushing {}", out.display()))?;
     progress.finish();
     // The build hashes the whole image next; start now so it overlaps the block map's pass.
-    crate::fetch::sha256_file_background(out);
+    crate::hash::sha256_file_background(out);
     Ok(())
 }

@@ -23,8 +23,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256, Sha512};
+use sha2::{Digest, Sha256};
 
+use crate::hash::{normalize_sha256, normalize_sha512, sha256_file, sha512_file};
 use crate::lock::{Lock, LockEntry};
 
 /// CPU architecture of a node image.
@@ -95,34 +96,6 @@ impl Source {
     }
 }
 
-/// Check that `s` is 128 hex characters and return it in lowercase.
-pub fn normalize_sha512(s: &str) -> Result<String> {
-    let s = s.trim();
-    if s.len() != 128 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{s:?} is not a sha512 (128 hex characters)");
-    }
-    Ok(s.to_ascii_lowercase())
-}
-
-/// sha512 of a whole file, lowercase hex.
-pub fn sha512_file(path: &Path) -> Result<String> {
-    let mut h = Sha512::new();
-    crate::output::for_each_chunk(path, &mut |chunk| {
-        h.update(chunk);
-        Ok(())
-    })?;
-    Ok(hex::encode(h.finalize()))
-}
-
-/// Check that `s` is 64 hex characters and return it in lowercase.
-pub fn normalize_sha256(s: &str) -> Result<String> {
-    let s = s.trim();
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("{s:?} is not a sha256 (64 hex characters)");
-    }
-    Ok(s.to_ascii_lowercase())
-}
-
 /// Where a URL points: the network or a local file.
 #[derive(Debug)]
 enum Location {
@@ -145,63 +118,6 @@ fn parse_location(url: &str) -> Result<Location> {
         }
         other => bail!("unsupported URL scheme {other:?} in {url:?} (use https, http or file)"),
     }
-}
-
-/// What identifies a file's content within one run: device, inode, size and mtime.
-type FileKey = (u64, u64, u64, i64, i64);
-
-fn file_key(path: &Path) -> Option<FileKey> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(path).ok()?;
-    Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
-}
-
-/// Hashes started by [`sha256_file_background`] and not yet asked for.
-type Pending = (FileKey, std::thread::JoinHandle<Option<String>>);
-static PENDING: std::sync::Mutex<Vec<Pending>> = std::sync::Mutex::new(Vec::new());
-
-/// Start hashing `path` on another thread; a later [`sha256_file`] of the unchanged file takes
-/// that result. A build hashes its image while the block map is computed (two passes over
-/// GiBs, in parallel on two cores).
-pub fn sha256_file_background(path: &Path) {
-    let Some(key) = file_key(path) else {
-        return;
-    };
-    let owned = path.to_path_buf();
-    let handle = std::thread::spawn(move || {
-        let sha = hash_whole(&owned).ok()?;
-        (file_key(&owned) == Some(key)).then_some(sha)
-    });
-    if let Ok(mut p) = PENDING.lock() {
-        p.push((key, handle));
-    }
-}
-
-/// sha256 of a whole file, as lowercase hex (holes hashed as zeros without reading them).
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let before = file_key(path);
-    if let Some(key) = before {
-        let pending = PENDING.lock().ok().and_then(|mut p| {
-            let i = p.iter().position(|(k, _)| *k == key)?;
-            Some(p.swap_remove(i).1)
-        });
-        // A failed or outdated background hash falls through to hashing here.
-        if let Some(Ok(Some(sha))) = pending.map(|h| h.join()) {
-            if file_key(path) == before {
-                return Ok(sha);
-            }
-        }
-    }
-    hash_whole(path)
-}
-
-fn hash_whole(path: &Path) -> Result<String> {
-    let mut h = Sha256::new();
-    crate::output::for_each_chunk(path, &mut |chunk| {
-        h.update(chunk);
-        Ok(())
-    })?;
-    Ok(hex::encode(h.finalize()))
 }
 
 /// Tuning knobs; tests shorten the backoff with `NODEFORGE_FETCH_BACKOFF_MS`.

@@ -16,6 +16,7 @@ pub mod fat;
 pub mod fetch;
 pub mod flash;
 pub mod fsmap;
+pub mod hash;
 pub mod inspect;
 pub mod lock;
 pub mod output;

@@ -86,12 +86,12 @@ impl Lock {
                 bail!("input {:?} has neither sha256 nor sha512", e.name);
             }
             if !e.sha256.is_empty() {
-                e.sha256 = crate::fetch::normalize_sha256(&e.sha256)
+                e.sha256 = crate::hash::normalize_sha256(&e.sha256)
                     .with_context(|| format!("input {:?}", e.name))?;
             }
             if let Some(h) = &e.sha512 {
                 e.sha512 = Some(
-                    crate::fetch::normalize_sha512(h)
+                    crate::hash::normalize_sha512(h)
                         .with_context(|| format!("input {:?}", e.name))?,
                 );
             }

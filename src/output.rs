@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Compressed forms of the raw image a build can produce.
@@ -150,50 +149,9 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating output directory {}", dir.display()))
 }
 
-/// Chunk size for reading images and feeding hashers and encoders.
-const CHUNK: usize = 4 << 20;
-
-/// Call `each` with the bytes of `src` in order, in chunks of at most [`CHUNK`].
-/// Holes are passed as zeros from a shared buffer without reading them (a sparse image is
-/// often 40% holes), so hashing and compressing skip that I/O.
-pub(crate) fn for_each_chunk(src: &Path, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-    let f = File::open(src).with_context(|| format!("opening {}", src.display()))?;
-    let len = f
-        .metadata()
-        .with_context(|| format!("reading size of {}", src.display()))?
-        .len();
-    let ranges = crate::sparse::data_ranges(&f, 0, len)
-        .with_context(|| format!("finding the data of {}", src.display()))?;
-    let zeros = vec![0u8; CHUNK];
-    let mut buf = vec![0u8; CHUNK];
-    let zero_run = |mut n: u64, each: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<()> {
-        while n > 0 {
-            let k = n.min(CHUNK as u64) as usize;
-            each(&zeros[..k])?;
-            n -= k as u64;
-        }
-        Ok(())
-    };
-    let mut pos = 0u64;
-    for (start, n) in ranges {
-        zero_run(start - pos, each)?;
-        let end = start + n;
-        let mut at = start;
-        while at < end {
-            let k = (end - at).min(CHUNK as u64) as usize;
-            f.read_exact_at(&mut buf[..k], at)
-                .with_context(|| format!("reading {} at offset {at}", src.display()))?;
-            each(&buf[..k])?;
-            at += k as u64;
-        }
-        pos = end;
-    }
-    zero_run(len.saturating_sub(pos), each)
-}
-
 /// Copy `src` into `w` in large chunks, reporting progress on `progress`.
 fn pump(src: &Path, w: &mut dyn Write, step: &str, progress: &Progress) -> Result<()> {
-    for_each_chunk(src, &mut |chunk| {
+    crate::hash::for_each_chunk(src, &mut |chunk| {
         w.write_all(chunk)
             .with_context(|| format!("{step}: writing"))?;
         progress.inc(chunk.len() as u64);
@@ -265,7 +223,7 @@ pub fn write_sha256sums(dir: &Path, files: &[(PathBuf, Option<String>)]) -> Resu
     for (f, known) in files {
         let sum = match known {
             Some(s) => s.clone(),
-            None => crate::fetch::sha256_file(f)?,
+            None => crate::hash::sha256_file(f)?,
         };
         lines.push((file_name(f), sum));
     }
@@ -326,6 +284,7 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
 
     #[test]
     fn partial_is_removed_unless_committed() {
@@ -345,7 +304,7 @@ mod tests {
 
     #[test]
     fn sparse_files_hash_and_compress_like_their_bytes() {
-        use crate::fetch::{sha256_file, sha256_file_background};
+        use crate::hash::{sha256_file, sha256_file_background};
         use sha2::{Digest, Sha256};
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("sparse.img");

@@ -498,7 +498,7 @@ fn build_one(
         .with_context(|| format!("writing the image of {}", t.name))?;
     let bmap = crate::bmap::generate(partial.path())
         .with_context(|| format!("computing the block map of {}", img.display()))?;
-    let img_sha = fetch::sha256_file(partial.path())?;
+    let img_sha = crate::hash::sha256_file(partial.path())?;
     let img = partial.commit()?;
     let bmap_path = dir.join(format!("{}.img.bmap", t.name));
     crate::bmap::write(&bmap, &bmap_path)?;

@@ -144,7 +144,7 @@ pub fn verify_dir(dir: &Path, trust: &Trust, ignore_missing: bool) -> Result<Dir
             missing.push(l.name.clone());
             continue;
         }
-        if crate::fetch::sha256_file(&p)? == l.sha256 {
+        if crate::hash::sha256_file(&p)? == l.sha256 {
             ok.push(l.name.clone());
         } else {
             bad.push(l.name.clone());
@@ -217,7 +217,7 @@ pub fn check_before_flash(image: &Path, bmap: Option<&Path>, trust: &TrustArgs) 
     let mut files = vec![image];
     files.extend(bmap);
     for f in files {
-        let sha = crate::fetch::sha256_file(f).map_err(refuse)?;
+        let sha = crate::hash::sha256_file(f).map_err(refuse)?;
         if !lines.iter().any(|l| l.sha256 == sha) {
             return Err(refuse(anyhow::anyhow!(
                 "the sha256 of {} ({sha}) is not in the signed {}",

@@ -148,7 +148,7 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
     let mut warnings = Vec::new();
     let mut join_lines = Vec::new();
     for (path, name) in &moves {
-        sums.push((crate::fetch::sha256_file(path)?, name.clone()));
+        sums.push((crate::hash::sha256_file(path)?, name.clone()));
         let len = fs::metadata(path)
             .with_context(|| format!("reading size of {}", path.display()))?
             .len();
@@ -157,7 +157,7 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
                 let parts = split_file(path, chunk)?;
                 for p in parts {
                     let pname = file_name(&p);
-                    sums.push((crate::fetch::sha256_file(&p)?, pname.clone()));
+                    sums.push((crate::hash::sha256_file(&p)?, pname.clone()));
                     final_moves.push((p, pname));
                 }
                 join_lines.push(format!("cat {name}.part-* > {name}"));
@@ -182,7 +182,7 @@ pub fn release(a: &ReleaseArgs) -> Result<ReleaseOutput> {
         let text = join_text(&join_lines);
         let p = staging.path().join("JOIN.txt");
         fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-        sums.push((crate::fetch::sha256_file(&p)?, "JOIN.txt".to_string()));
+        sums.push((crate::hash::sha256_file(&p)?, "JOIN.txt".to_string()));
         final_moves.push((p, "JOIN.txt".to_string()));
     }
     sums.sort_by(|x, y| x.1.cmp(&y.1));

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fetch_support::{content, list, sha256_hex, Route, Server};
-use nodeforge::fetch::{sha256_file, Fetcher, Source};
+use nodeforge::fetch::{Fetcher, Source};
+use nodeforge::hash::sha256_file;
 
 fn fetcher(cache: &Path, offline: bool) -> Fetcher {
     let mut f = Fetcher::new(cache.to_path_buf(), offline).unwrap();

@@ -29,13 +29,18 @@ test-unit:
 	$(CARGO) test --release --locked --no-fail-fast
 
 fixtures: build
-	bash tests/fixtures/build.sh
+	bash tests/fixtures/build.sh all
 
+# x86_64: server + agent, rebuild (byte-identical, same identity) + broken seed; arm64: a server +
+# agent pair per Pi family (tests/boot/README.md).
 test-boot: fixtures
 	bash tests/boot/run.sh x86_64
+	$(MAKE) test-boot-arm64
 
 test-boot-arm64: fixtures
-	bash tests/boot/run.sh arm64
+	bash tests/boot/run.sh arm64 raspios
+	bash tests/boot/run.sh arm64 ubuntu-raspi
+	bash tests/boot/run.sh arm64 debian-raspi
 
 bench: build
 	bash tests/bench/run.sh

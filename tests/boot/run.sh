@@ -412,6 +412,8 @@ boot() {
   "${cmd[@]}" </dev/null >"$OUT/$name.qemu.log" 2>&1 &
   qpid=$!
   echo "$qpid" >"$OUT/$name.pid"
+  # This runs in a background subshell: its QEMU goes with it.
+  trap 'kill "$qpid" 2>/dev/null; exit 143' INT TERM
   watch_boot "$name" "$serial" "$t0" "$qpid"
   if [ -n "$peer" ]; then
     while [ ! -e "$OUT/$peer.result" ] && kill -0 "$qpid" 2>/dev/null && [ $(($(date +%s) - t0)) -lt $((TIMEOUT + 120)) ]; do

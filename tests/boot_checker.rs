@@ -285,3 +285,30 @@ fn rebuild_identity_change_fails() {
     assert!(ok, "{out}");
     let _ = fs::remove_dir_all(&d);
 }
+
+#[test]
+fn node_name_is_asserted() {
+    // The recorded logs predate the stand-in's `config node-name=` mark: an expectation naming
+    // the node fails on them (not reported), fails on a wrong name, and passes on the right one.
+    let serial = fs::read_to_string(recorded("server.serial")).expect("serial");
+    let mut e: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(recorded("server.expect.json")).expect("expect"))
+            .expect("json");
+    e["node_name"] = "nf-server".into();
+    let d = tmpdir("node-name");
+    let (s, x) = (d.join("serial"), d.join("expect.json"));
+    fs::write(&x, e.to_string()).expect("write");
+    fs::write(&s, &serial).expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
+    assert!(!ok && out.contains("node-name"), "{out}");
+    let tok = mark_line("server", "config token-sha256=");
+    let with =
+        |name: &str| serial.replace(&tok, &format!("NF-MARK config node-name={name}\r\n{tok}"));
+    fs::write(&s, with("raspberrypi")).expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
+    assert!(!ok && out.contains("node-name"), "{out}");
+    fs::write(&s, with("nf-server")).expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
+    assert!(ok, "{out}");
+    let _ = fs::remove_dir_all(&d);
+}

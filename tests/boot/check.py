@@ -10,7 +10,7 @@ usage:
 SERIAL is the guest's serial console log; the TEST-ONLY k3s stand-in's checker prints
 `NF-MARK key value` lines there (tests/k3s-mirror/k3s-standin.sh). EXPECT.json (written by
 tests/boot/run.sh) holds what the node must show:
-  hostname, role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256,
+  hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256,
   node_password_sha256, server_url (agent; null for a server), labels, taints (lists, compared as
   sets), root_size_before (bytes), address ("10.77.0.10/24"), net_manager ("nm"|"networkd"|null),
   require_secret_scan (bool: the hardening checks' `NF-MARK secret-scan` must be there).
@@ -61,6 +61,9 @@ def judge_boot(ms, e):
     need(want_key in ms, f"ssh key {e['ssh_fp']} not installed for {e['admin_user']}")
     v = value(ms, "sshd passwordauthentication=")
     need(v == "no", f"sshd PasswordAuthentication is {v!r}, want 'no'")
+    if "node_name" in e:
+        v = value(ms, "config node-name=")
+        need(v == e["node_name"], f"config.yaml node-name={v!r}, want {e['node_name']!r}")
     v = value(ms, "config token-sha256=")
     need(v == e["token_sha256"], "the k3s token is not the secrets file's (sha256 differs or token missing)")
     v = value(ms, "config server=")

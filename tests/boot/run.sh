@@ -484,7 +484,7 @@ expect() {
   local unit=k3s
   [ "$role" = agent ] && unit=k3s-agent
   cat >"$OUT/$name.expect.json" <<EOF
-{"name": "$name", "hostname": "$host", "role": "$role", "unit": "$unit", "admin_user": "$ADMIN_USER",
+{"name": "$name", "hostname": "$host", "node_name": "$host", "role": "$role", "unit": "$unit", "admin_user": "$ADMIN_USER",
  "ssh_fp": "$SSH_FP", "token_sha256": "$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)",
  "node_password_sha256": "$(printf '%s' "${NODE_PW[$host]}" | sha256sum | cut -d' ' -f1)",
  "server_url": $server_url, "labels": $(json_list "${NODE_LABELS[$host]}"),

@@ -46,7 +46,7 @@ def show(v):
     return str(v)
 print("keys " + ",".join(keys))
 print("token " + ("present" if merged.get("token") or merged.get("token-file") else "absent"))
-for k in ("server", "node-taint", "node-label"):
+for k in ("server", "node-taint", "node-label", "node-name"):
     print(k + " " + show(merged.get(k)))
 # Exact values for the harness' checker: the token only as its sha256, lists as JSON.
 import hashlib, json

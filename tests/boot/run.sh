@@ -12,7 +12,7 @@
 #   NODEFORGE_K3S_MIRROR=DIR|URL   use this k3s mirror (e.g. the real k3s) instead of the stand-in
 #   NODEFORGE_BOOT_COMPOSE=hand    compose the images with shell tools instead of `nodeforge build`
 #                                  (x86_64 and debian-raspi only); never chosen automatically
-#   NODEFORGE_BOOT_TIMEOUT=600     seconds per boot
+#   NODEFORGE_BOOT_TIMEOUT=900     seconds per boot
 #   NODEFORGE_BOOT_FIXTURE=FILE    use this base instead of the fixture from tests/fixtures/build.sh
 #   NODEFORGE_BOOT_ONLY=pair|second|all  run only the first (server+agent) or second pair of boots
 #                                  (default: all on x86_64, pair on arm64)
@@ -33,7 +33,7 @@ OUT="$ROOT/target/boot/$ARCH"
 [ "$ARCH" = arm64 ] && OUT="$ROOT/target/boot/$ARCH-$FAMILY"
 CHECK="$HERE/check.py"
 TIMINGS="$ROOT/target/boot/timings.txt"
-TIMEOUT=${NODEFORGE_BOOT_TIMEOUT:-600}
+TIMEOUT=${NODEFORGE_BOOT_TIMEOUT:-900}
 K3S_VERSION=v1.31.4+k3s1
 NET_PREFIX=10.77.0
 SERVER_IP=$NET_PREFIX.10

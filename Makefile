@@ -29,13 +29,19 @@ test-unit:
 	$(CARGO) test --release --locked --no-fail-fast
 
 fixtures: build
-	bash tests/fixtures/build.sh
+	bash tests/fixtures/build.sh all
 
-test-boot: fixtures
+# x86_64: server + agent, rebuild (byte-identical, same identity) + broken seed; arm64: a server +
+# agent pair per Pi family (tests/boot/README.md). The arm64 pairs join `make test` once proven
+# here (tests/boot/README.md, "Measured").
+test-boot: build
 	bash tests/boot/run.sh x86_64
 
-test-boot-arm64: fixtures
-	bash tests/boot/run.sh arm64
+test-boot-arm64: build
+	bash tests/fixtures/build.sh arm64
+	bash tests/boot/run.sh arm64 raspios
+	bash tests/boot/run.sh arm64 ubuntu-raspi
+	bash tests/boot/run.sh arm64 debian-raspi
 
 bench: build
 	bash tests/bench/run.sh

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Judge one boot of the boot proof from what was recorded; no QEMU needed.
+
+usage:
+  check.py boot SERIAL EXPECT.json       one node's first boot (serial log + expectations)
+  check.py rebuild IMAGE_A IMAGE_B        a rebuild must be byte-identical
+  check.py identity SERIAL_A SERIAL_B     the same node-password hash and instance-id
+  check.py marks SERIAL                   print the NF-MARK lines of a serial log
+
+SERIAL is the guest's serial console log; the TEST-ONLY k3s stand-in's checker prints
+`NF-MARK key value` lines there (tests/k3s-mirror/k3s-standin.sh). EXPECT.json (written by
+tests/boot/run.sh) holds what the node must show:
+  hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256,
+  node_password_sha256, server_url (agent; null for a server), labels, taints (lists, compared as
+  sets), root_size_before (bytes), address ("10.77.0.10/24"), net_manager ("nm"|"networkd"|null),
+  require_secret_scan (bool: the hardening checks' `NF-MARK secret-scan` must be there).
+Secrets are compared as sha256 only and never printed. Each failed property is one `FAIL` line;
+exit status 1 when any failed, 0 when all passed.
+"""
+import json
+import re
+import sys
+
+MARK = re.compile(r"NF-MARK (.*?)\s*$")
+
+
+def marks(serial_path):
+    with open(serial_path, "rb") as f:
+        text = f.read().decode("utf-8", "replace").replace("\r", "\n")
+    out = []
+    for line in text.split("\n"):
+        m = MARK.search(line)
+        if m and m.group(1) not in out:
+            out.append(m.group(1))
+    return out
+
+
+def value(ms, prefix):
+    """The rest of the first mark starting with prefix, or None."""
+    for m in ms:
+        if m.startswith(prefix):
+            return m[len(prefix):]
+    return None
+
+
+def judge_boot(ms, e):
+    fails = []
+
+    def need(cond, msg):
+        if not cond:
+            fails.append(msg)
+
+    if "done" not in ms:
+        fails.append("no 'NF-MARK done': the boot did not finish its checks")
+    if "cloud-init-finished" not in ms:
+        fails.append("the checker never ran: k3s (which starts it) was not installed or did not start")
+        return fails
+    v = value(ms, "hostname=")
+    need(v == e["hostname"], f"hostname is {v!r}, want {e['hostname']!r}")
+    want_key = f"ssh-key user={e['admin_user']} fp={e['ssh_fp']}"
+    need(want_key in ms, f"ssh key {e['ssh_fp']} not installed for {e['admin_user']}")
+    v = value(ms, "sshd passwordauthentication=")
+    need(v == "no", f"sshd PasswordAuthentication is {v!r}, want 'no'")
+    if "node_name" in e:
+        v = value(ms, "config node-name=")
+        need(v == e["node_name"], f"config.yaml node-name={v!r}, want {e['node_name']!r}")
+    v = value(ms, "config token-sha256=")
+    need(v == e["token_sha256"], "the k3s token is not the secrets file's (sha256 differs or token missing)")
+    v = value(ms, "config server=")
+    want = e.get("server_url") or "-"
+    need(v == want, f"config.yaml server={v!r}, want {want!r}")
+    for key, field in (("node-label", "labels"), ("node-taint", "taints")):
+        raw = value(ms, f"config {key}-json=")
+        try:
+            got = json.loads(raw) if raw is not None else None
+        except ValueError:
+            got = None
+        if got is None:
+            fails.append(f"config.yaml {key}: not reported")
+            continue
+        want = sorted(e.get(field, []))
+        missing = [x for x in want if x not in got]
+        extra = [x for x in got if x not in want]
+        need(not missing, f"config.yaml {key} lacks {missing} (has {sorted(got)})")
+        need(not extra, f"config.yaml {key} has unexpected {extra}")
+    v = value(ms, "node-password sha256=")
+    need(v == e["node_password_sha256"], "/etc/rancher/node/password is not the secrets file's (sha256 differs)")
+    need(bool(value(ms, "instance-id=")), "no instance-id")
+    v = value(ms, f"unit {e['unit']} ") or ""
+    need(v.startswith(f"enabled=enabled active=active cmd={e['role']}"), f"unit {e['unit']}: {v!r}")
+    # cloud-init's verdict by its fields: done, no errors, no recoverable errors (warnings).
+    raw = value(ms, "cloud-init-json ")
+    try:
+        st = json.loads(raw) if raw is not None else None
+    except ValueError:
+        st = None
+    if not isinstance(st, dict):
+        fails.append(f"cloud-init status --format json not reported or unparsable ({raw!r})")
+    else:
+        need(st.get("status") == "done", f"cloud-init status is {st.get('status')!r}, want 'done'")
+        need(not st.get("errors"), f"cloud-init errors: {st.get('errors')}")
+        rec = st.get("recoverable_errors") or {}
+        rec = {k: v for k, v in rec.items() if v} if isinstance(rec, dict) else {"?": rec}
+        need(not rec, f"cloud-init warnings/recoverable errors: {rec}")
+    # Root grown: the partition took the 1 GiB added to the disk and the filesystem fills it.
+    v = value(ms, "root ") or ""
+    m = re.match(r"fs=(\d+) part=(\d+) disk=(\d+)", v)
+    before = int(e.get("root_size_before", 0))
+    if not m:
+        fails.append(f"root size not reported ({v!r})")
+    else:
+        fs, part = int(m.group(1)), int(m.group(2))
+        need(part >= before + (1 << 30) - (16 << 20) and fs >= part * 9 // 10,
+             f"root not grown: fs={fs} part={part} (was {before})")
+    if e.get("address"):
+        nets = [m for m in ms if m.startswith("net ")]
+        hit = [n for n in nets if re.search(r"addr=(\S*,)?" + re.escape(e["address"]) + r"(,|\s)", n + " ")]
+        need(bool(hit), f"no interface has {e['address']} ({nets})")
+        mgr = e.get("net_manager")
+        if hit and mgr == "nm":
+            need(" nm=connected" in hit[0], f"NetworkManager does not manage it: {hit[0]}")
+        elif hit and mgr == "networkd":
+            need(" networkd=configured" in hit[0], f"systemd-networkd does not manage it: {hit[0]}")
+    if e["role"] == "agent" and e.get("server_url"):
+        hp = re.sub(r"^\w+://", "", e["server_url"]).split("/")[0]
+        need(f"server-reachable {hp}" in ms, f"agent did not reach {hp}")
+    # First-boot security checks (hardening issue): assert them when they ran, or when required.
+    scan = value(ms, "secret-scan ")
+    if scan is not None:
+        need(scan.strip() == "ok", f"secret-scan: {scan}")
+    elif e.get("require_secret_scan"):
+        fails.append("secret-scan did not run")
+    return fails
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd = argv[1]
+    if cmd == "marks" and len(argv) == 3:
+        print("\n".join(marks(argv[2])))
+        return 0
+    if cmd == "boot" and len(argv) == 4:
+        with open(argv[3]) as f:
+            e = json.load(f)
+        fails = judge_boot(marks(argv[2]), e)
+        name = e.get("name", e["hostname"])
+    elif cmd == "rebuild" and len(argv) == 4:
+        name = "rebuild"
+        fails = []
+        with open(argv[2], "rb") as a, open(argv[3], "rb") as b:
+            off = 0
+            while True:
+                x, y = a.read(1 << 20), b.read(1 << 20)
+                if x != y:
+                    i = next((i for i in range(min(len(x), len(y))) if x[i] != y[i]), min(len(x), len(y)))
+                    fails.append(f"rebuilt image differs from the first build at byte {off + i}")
+                    break
+                if not x:
+                    break
+                off += len(x)
+    elif cmd == "identity" and len(argv) == 4:
+        name = "identity"
+        a, b = marks(argv[2]), marks(argv[3])
+        fails = []
+        for k in ("node-password sha256=", "instance-id="):
+            va, vb = value(a, k), value(b, k)
+            if not va or va != vb:
+                fails.append(f"{k.rstrip('=')} changed after rebuild (or missing)")
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for f in fails:
+        print(f"FAIL {name}: {f}")
+    if not fails:
+        print(f"PASS {name}")
+    return 1 if fails else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

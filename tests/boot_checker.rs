@@ -1,0 +1,314 @@
+//! The boot proof's judge (`tests/boot/check.py`) without QEMU: a recorded serial log of a good
+//! first boot passes, and the same log with each asserted property broken once fails, naming the
+//! property. Proves the boot test cannot pass on a broken feature.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn recorded(name: &str) -> PathBuf {
+    Path::new(ROOT).join("tests/boot/recorded").join(name)
+}
+
+/// Runs check.py with `args`; returns (success, stdout).
+fn check(args: &[&Path]) -> (bool, String) {
+    let o = Command::new("python3")
+        .arg(Path::new(ROOT).join("tests/boot/check.py"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed to run tests/boot/check.py: {e}"));
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.stderr.is_empty(),
+        "check.py wrote to stderr: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o.status.success(), out)
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nf-boot-checker-{tag}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).expect("creating a temp dir");
+    d
+}
+
+/// The recorded log with `from` replaced by `to` (which must occur) must fail with `want`.
+fn broken(node: &str, tag: &str, from: &str, to: &str, want: &str) {
+    let serial = fs::read_to_string(recorded(&format!("{node}.serial"))).expect("recorded serial");
+    assert!(serial.contains(from), "{node}.serial has no {from:?}");
+    let d = tmpdir(tag);
+    let s = d.join("serial");
+    fs::write(&s, serial.replace(from, to)).expect("writing the broken log");
+    let (ok, out) = check(&[
+        Path::new("boot"),
+        &s,
+        &recorded(&format!("{node}.expect.json")),
+    ]);
+    assert!(!ok, "{tag}: the checker passed a broken boot:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL ") && l.contains(want)),
+        "{tag}: no FAIL line mentioning {want:?}:\n{out}"
+    );
+    let _ = fs::remove_dir_all(&d);
+}
+
+fn mark_line(node: &str, prefix: &str) -> String {
+    let serial = fs::read_to_string(recorded(&format!("{node}.serial"))).expect("recorded serial");
+    serial
+        .lines()
+        .map(|l| l.trim_end_matches('\r'))
+        .find(|l| l.starts_with(&format!("NF-MARK {prefix}")))
+        .unwrap_or_else(|| panic!("{node}.serial has no NF-MARK {prefix}"))
+        .to_string()
+}
+
+#[test]
+fn recorded_good_boots_pass() {
+    for node in ["server", "agent"] {
+        let (ok, out) = check(&[
+            Path::new("boot"),
+            &recorded(&format!("{node}.serial")),
+            &recorded(&format!("{node}.expect.json")),
+        ]);
+        assert!(ok, "{node}: a good recorded boot failed:\n{out}");
+        assert!(out.contains(&format!("PASS {node}")), "{out}");
+    }
+}
+
+#[test]
+fn wrong_token_fails() {
+    let l = mark_line("server", "config token-sha256=");
+    let bad = format!("NF-MARK config token-sha256={}", "0".repeat(64));
+    broken("server", "token", &l, &bad, "token");
+    // No token at all.
+    broken(
+        "agent",
+        "no-token",
+        &mark_line("agent", "config token-sha256="),
+        "NF-MARK config token-sha256=-",
+        "token",
+    );
+}
+
+#[test]
+fn missing_label_or_taint_fails() {
+    let l = mark_line("server", "config node-label-json=");
+    let v: Vec<String> =
+        serde_json::from_str(l.split_once('=').expect("a value").1).expect("a JSON list");
+    assert!(
+        v.len() >= 2,
+        "the recorded server has fewer than two labels: {l}"
+    );
+    let fewer = serde_json::to_string(&v[1..]).expect("json");
+    broken(
+        "server",
+        "label",
+        &l,
+        &format!("NF-MARK config node-label-json={fewer}"),
+        "node-label lacks",
+    );
+    // The role's taint (CriticalAddonsOnly on a server with agents) missing.
+    let t = mark_line("server", "config node-taint-json=");
+    broken(
+        "server",
+        "role-taint",
+        &t,
+        "NF-MARK config node-taint-json=[]",
+        "node-taint lacks",
+    );
+    // The agent's own taint from cluster.toml missing, and an unexpected extra label.
+    let t = mark_line("agent", "config node-taint-json=");
+    broken(
+        "agent",
+        "taint",
+        &t,
+        "NF-MARK config node-taint-json=[]",
+        "node-taint lacks",
+    );
+    let l = mark_line("agent", "config node-label-json=");
+    let mut v: Vec<String> =
+        serde_json::from_str(l.split_once('=').expect("a value").1).expect("a JSON list");
+    v.push("extra=label".into());
+    let more = serde_json::to_string(&v).expect("json");
+    broken(
+        "agent",
+        "extra-label",
+        &l,
+        &format!("NF-MARK config node-label-json={more}"),
+        "unexpected",
+    );
+}
+
+#[test]
+fn wrong_identity_fails() {
+    broken(
+        "server",
+        "hostname",
+        &mark_line("server", "hostname="),
+        "NF-MARK hostname=debian",
+        "hostname",
+    );
+    broken(
+        "agent",
+        "server-url",
+        &mark_line("agent", "config server="),
+        "NF-MARK config server=https://10.77.0.99:6443",
+        "server=",
+    );
+    broken(
+        "server",
+        "node-password",
+        &mark_line("server", "node-password sha256="),
+        "NF-MARK node-password missing",
+        "node/password",
+    );
+}
+
+#[test]
+fn cloud_init_warning_or_error_fails() {
+    let l = mark_line("server", "cloud-init-json ");
+    let mut v: serde_json::Value = serde_json::from_str(
+        l.split_once(' ')
+            .expect("x")
+            .1
+            .split_once(' ')
+            .expect("y")
+            .1,
+    )
+    .expect("json");
+    v["recoverable_errors"] = serde_json::json!({"WARNING": ["Failed loading yaml blob. Invalid format at line 2 column 9"]});
+    broken(
+        "server",
+        "warning",
+        &l,
+        &format!("NF-MARK cloud-init-json {v}"),
+        "cloud-init warnings",
+    );
+    let mut v2: serde_json::Value = serde_json::from_str(
+        l.split_once(' ')
+            .expect("x")
+            .1
+            .split_once(' ')
+            .expect("y")
+            .1,
+    )
+    .expect("json");
+    v2["status"] = "error".into();
+    v2["errors"] = serde_json::json!(["('init', RuntimeError('boom'))"]);
+    broken(
+        "server",
+        "error",
+        &l,
+        &format!("NF-MARK cloud-init-json {v2}"),
+        "cloud-init status",
+    );
+}
+
+#[test]
+fn secret_scan_is_asserted_when_it_ran() {
+    let done = "NF-MARK done";
+    broken(
+        "server",
+        "secret-scan",
+        done,
+        "NF-MARK secret-scan FAIL /etc/x\r\nNF-MARK done",
+        "secret-scan",
+    );
+    // Passing scan: still passes.
+    let serial = fs::read_to_string(recorded("server.serial")).expect("serial");
+    let d = tmpdir("scan-ok");
+    let s = d.join("serial");
+    fs::write(
+        &s,
+        serial.replace(done, "NF-MARK secret-scan ok\r\nNF-MARK done"),
+    )
+    .expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &recorded("server.expect.json")]);
+    assert!(ok, "{out}");
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn unfinished_boot_fails() {
+    broken("agent", "no-done", "NF-MARK done", "", "NF-MARK done");
+    broken(
+        "agent",
+        "unreachable",
+        &mark_line("agent", "server-reachable"),
+        "NF-MARK server-unreachable 10.77.0.10:6443",
+        "did not reach",
+    );
+}
+
+#[test]
+fn rebuild_with_a_changed_byte_fails() {
+    let d = tmpdir("rebuild");
+    let (a, b) = (d.join("a.img"), d.join("b.img"));
+    let mut bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    fs::write(&a, &bytes).expect("write a");
+    fs::write(&b, &bytes).expect("write b");
+    let (ok, out) = check(&[Path::new("rebuild"), &a, &b]);
+    assert!(ok, "identical images failed: {out}");
+    bytes[2_100_000] ^= 1;
+    fs::write(&b, &bytes).expect("write b");
+    let (ok, out) = check(&[Path::new("rebuild"), &a, &b]);
+    assert!(!ok && out.contains("at byte 2100000"), "{out}");
+    // A shorter rebuild differs too.
+    fs::write(&b, &bytes[..1000]).expect("write b");
+    let (ok, out) = check(&[Path::new("rebuild"), &a, &b]);
+    assert!(!ok && out.contains("at byte 1000"), "{out}");
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn rebuild_identity_change_fails() {
+    let d = tmpdir("identity");
+    let serial = fs::read_to_string(recorded("server.serial")).expect("serial");
+    let s = d.join("rebuild.serial");
+    let l = mark_line("server", "instance-id=");
+    fs::write(
+        &s,
+        serial.replace(&l, "NF-MARK instance-id=nf-0000000000000000"),
+    )
+    .expect("write");
+    let (ok, out) = check(&[Path::new("identity"), &recorded("server.serial"), &s]);
+    assert!(!ok && out.contains("instance-id changed"), "{out}");
+    let (ok, out) = check(&[
+        Path::new("identity"),
+        &recorded("server.serial"),
+        &recorded("server.serial"),
+    ]);
+    assert!(ok, "{out}");
+    let _ = fs::remove_dir_all(&d);
+}
+
+#[test]
+fn node_name_is_asserted() {
+    // The recorded logs predate the stand-in's `config node-name=` mark: an expectation naming
+    // the node fails on them (not reported), fails on a wrong name, and passes on the right one.
+    let serial = fs::read_to_string(recorded("server.serial")).expect("serial");
+    let mut e: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(recorded("server.expect.json")).expect("expect"))
+            .expect("json");
+    e["node_name"] = "nf-server".into();
+    let d = tmpdir("node-name");
+    let (s, x) = (d.join("serial"), d.join("expect.json"));
+    fs::write(&x, e.to_string()).expect("write");
+    fs::write(&s, &serial).expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
+    assert!(!ok && out.contains("node-name"), "{out}");
+    let tok = mark_line("server", "config token-sha256=");
+    let with =
+        |name: &str| serial.replace(&tok, &format!("NF-MARK config node-name={name}\r\n{tok}"));
+    fs::write(&s, with("raspberrypi")).expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
+    assert!(!ok && out.contains("node-name"), "{out}");
+    fs::write(&s, with("nf-server")).expect("write");
+    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
+    assert!(ok, "{out}");
+    let _ = fs::remove_dir_all(&d);
+}

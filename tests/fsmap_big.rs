@@ -94,10 +94,7 @@ fn timed(img: &Path, label: &str) -> Vec<(u64, u64)> {
         need / MIB,
         size / MIB
     );
-    assert!(
-        first.as_millis() < 1000,
-        "{label}: free_ranges took {first:?}"
-    );
+    // Timing is reported, never asserted: speed targets belong in `make bench`.
     free
 }
 

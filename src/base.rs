@@ -19,6 +19,9 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+/// Label of the seed partition added to families whose cloud-init finds its seed by label.
+pub const CIDATA_LABEL: &str = "CIDATA";
+
 /// The base families nodeforge knows (README "How an image is made"; docs/cloud-init.md#where-each-family-looks-for-its-seed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -775,7 +778,7 @@ pub struct Detected {
 
 /// True for a FAT volume labelled `CIDATA` (cloud-init NoCloud matches the label case-insensitively).
 fn is_cidata(k: &FsKind) -> bool {
-    matches!(k, FsKind::Fat { label, .. } if label.eq_ignore_ascii_case(crate::compose::CIDATA_LABEL))
+    matches!(k, FsKind::Fat { label, .. } if label.eq_ignore_ascii_case(CIDATA_LABEL))
 }
 
 fn is_fat(k: &FsKind) -> bool {

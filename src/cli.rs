@@ -14,11 +14,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Write an example cluster.toml and a secrets file (mode 0600).
-    Init(crate::config::InitArgs),
+    Init(crate::commands::InitArgs),
     /// Validate the cluster file and print the plan.
-    Check(crate::config::CheckArgs),
+    Check(crate::commands::CheckArgs),
     /// Write a node's seed files for inspection.
-    Render(crate::config::RenderArgs),
+    Render(crate::commands::RenderArgs),
     /// Build node images.
     Build(crate::pipeline::BuildArgs),
     /// Prefetch every input a cluster needs and write nodeforge.lock.
@@ -43,9 +43,9 @@ enum Cmd {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Init(a) => crate::config::cmd_init(&a),
-        Cmd::Check(a) => crate::config::cmd_check(&a),
-        Cmd::Render(a) => crate::config::cmd_render(&a),
+        Cmd::Init(a) => crate::commands::cmd_init(&a),
+        Cmd::Check(a) => crate::commands::cmd_check(&a),
+        Cmd::Render(a) => crate::commands::cmd_render(&a),
         Cmd::Build(a) => crate::pipeline::cmd_build(&a),
         Cmd::Fetch(a) => crate::pipeline::cmd_fetch(&a),
         Cmd::Inspect(a) => crate::inspect::cmd_inspect(&a),

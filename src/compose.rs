@@ -15,8 +15,7 @@ use std::path::Path;
 
 /// Partitions start on 4 MiB boundaries (flash erase blocks, as pi-gen and Debian do).
 pub const ALIGN: u64 = 4 << 20;
-/// Label of the seed partition added to families whose cloud-init finds its seed by label.
-pub const CIDATA_LABEL: &str = "CIDATA";
+pub use crate::base::CIDATA_LABEL;
 /// Folder on the seed FAT that carries the k3s bundle.
 pub const BUNDLE_DIR: &str = "nodeforge";
 /// The files cloud-init's NoCloud datasource reads from a seed (cloud-init docs, "NoCloud":

@@ -2,8 +2,9 @@
 //! (typically a generic one published from CI), so one image serves every node of its role.
 //! The seed FAT is rebuilt exactly as a per-node build would build it.
 
+use crate::base::CIDATA_LABEL;
 use crate::base::{self, Base};
-use crate::compose::{self, CIDATA_LABEL};
+use crate::compose;
 use crate::config::{Cluster, NodeSpec};
 use crate::disk::Disk;
 use crate::fat::{self, FatFile, FatImage, FatOptions, FileData};

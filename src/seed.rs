@@ -30,6 +30,7 @@
 
 mod k3s;
 
+pub use crate::yaml::to_yaml;
 pub use k3s::{k3s_config, SERVER_TAINT};
 
 use crate::base::Family;
@@ -151,18 +152,6 @@ pub fn seed_location(family: Family) -> &'static str {
         // A CIDATA partition the OS does not mount.
         Family::DebianRaspi | Family::DebianGeneric => "LABEL=CIDATA",
     }
-}
-
-/// Serialise to YAML (YAML 1.1-safe quoting; long lines never folded).
-pub fn to_yaml<T: Serialize>(v: &T) -> Result<String> {
-    let opts = serde_saphyr::ser_options! {
-        folded_wrap_chars: 1_000_000,
-    };
-    let mut s = serde_saphyr::to_string_with_options(v, opts).context("cannot serialise YAML")?;
-    if !s.ends_with('\n') {
-        s.push('\n');
-    }
-    Ok(s)
 }
 
 // ---------------------------------------------------------------- cloud-config structs

@@ -8,11 +8,11 @@
 //! applied before the chart's job runs; the Application waits for the chart's CRD (k3s's deploy
 //! controller retries a manifest until it applies).
 
-use crate::seed::to_yaml;
+pub use crate::config::ArgoCd;
+pub use crate::secrets::RepoAuth;
+use crate::yaml::to_yaml;
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use std::fmt;
 
 /// Pin name in `overlays/charts.toml`.
 pub const CHART: &str = "argo-cd";
@@ -22,53 +22,6 @@ pub const NAMESPACE: &str = "argocd";
 pub const CHART_FILE: &str = "argocd.yaml";
 /// Manifest with the Namespace, the repository Secret (if any) and the root Application.
 pub const ROOT_FILE: &str = "argocd-root.yaml";
-
-fn default_revision() -> String {
-    "HEAD".into()
-}
-fn default_path() -> String {
-    ".".into()
-}
-
-/// `[addons.argocd]`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ArgoCd {
-    /// Git repository URL (`https://…` or `ssh://…`/`git@…`).
-    pub repo: String,
-    /// Directory in the repository holding the apps (default `.`).
-    #[serde(default = "default_path")]
-    pub path: String,
-    /// Branch, tag or commit (default `HEAD`).
-    #[serde(default = "default_revision")]
-    pub revision: String,
-}
-
-/// `[argocd_repo]` of the secrets file: `username` + `password` (HTTPS) or `ssh_private_key`.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepoAuth {
-    /// HTTPS user name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// HTTPS password or token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// SSH private key (PEM/OpenSSH text).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ssh_private_key: Option<String>,
-}
-
-impl fmt::Debug for RepoAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
-        f.debug_struct("RepoAuth")
-            .field("username", &r(&self.username))
-            .field("password", &r(&self.password))
-            .field("ssh_private_key", &r(&self.ssh_private_key))
-            .finish()
-    }
-}
 
 /// The Argo CD HelmChart.
 pub fn chart_manifest() -> Result<String> {

@@ -3,7 +3,7 @@
 //! A `HelmChart` (`helm.cattle.io/v1`) in the server's manifests directory makes k3s's helm
 //! controller install the chart (docs/addons.md#helmchart).
 
-use crate::seed::to_yaml;
+use crate::yaml::to_yaml;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

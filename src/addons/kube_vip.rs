@@ -8,10 +8,10 @@
 //! `kube-vip manifest daemonset --inCluster --taint --controlplane --arp --leaderElection` writes.
 //! The VIP is added to every server's `tls-san` (seed/k3s.rs).
 
+pub use crate::config::KubeVip;
 use crate::config::{Cluster, Datastore, Network};
-use crate::seed::to_yaml;
+use crate::yaml::to_yaml;
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 
@@ -24,17 +24,6 @@ pub const VERSION: &str = "v1.2.3";
 pub const FILE: &str = "kube-vip.yaml";
 /// The API server port the VIP fronts.
 pub const API_PORT: u16 = 6443;
-
-/// `[addons.kube-vip]`
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KubeVip {
-    /// The virtual IP (IPv4), free, in the servers' subnet.
-    pub address: Ipv4Addr,
-    /// NIC to announce it on (default: kube-vip picks the interface of the default route).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub interface: Option<String>,
-}
 
 fn env(name: &str, value: &str) -> Value {
     json!({ "name": name, "value": value })

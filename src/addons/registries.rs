@@ -7,95 +7,15 @@
 //! `configs.<host>.tls.{ca_file,cert_file,key_file,insecure_skip_verify}`.
 //! Credentials live in the secrets file only, so the file is written mode 0600 into full seeds.
 
-use crate::seed::to_yaml;
+pub use crate::config::{Mirror, Registries, RegistryConfig, Tls};
+pub use crate::secrets::RegistryAuth;
+use crate::yaml::to_yaml;
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt;
 
 /// Where k3s reads the file on every node (server and agent).
 pub const PATH: &str = "/etc/rancher/k3s/registries.yaml";
-
-/// `[registries]` of the cluster file.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Registries {
-    /// Mirrors by registry name (`docker.io`, `registry.lan:5000`, or `*` for every registry).
-    #[serde(default)]
-    pub mirrors: BTreeMap<String, Mirror>,
-    /// TLS settings by registry host (credentials come from the secrets file).
-    #[serde(default)]
-    pub configs: BTreeMap<String, RegistryConfig>,
-}
-
-/// `[registries.mirrors."<registry>"]`
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mirror {
-    /// Endpoint URLs (`http://` or `https://`), tried in order.
-    pub endpoint: Vec<String>,
-    /// Image name rewrites: regular expression → replacement (`$1` …).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub rewrite: BTreeMap<String, String>,
-}
-
-/// `[registries.configs."<host>"]` (without `auth`, which belongs in the secrets file).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryConfig {
-    /// TLS settings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<Tls>,
-}
-
-/// `configs.<host>.tls`: paths on the node, and whether to skip verification.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tls {
-    /// CA certificate that signs the registry's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-    /// Client certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<String>,
-    /// Client key.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<String>,
-    /// Skip verifying the registry's certificate.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub insecure_skip_verify: Option<bool>,
-}
-
-/// `[registry_auth."<host>"]` of the secrets file: `username` + `password`, or `auth`
-/// (base64 `user:password`), or `identitytoken`. `Debug` shows which fields are set, never values.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegistryAuth {
-    /// User name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Password.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-    /// Base64 `user:password` token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<String>,
-    /// OAuth identity token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub identitytoken: Option<String>,
-}
-
-impl fmt::Debug for RegistryAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let r = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
-        f.debug_struct("RegistryAuth")
-            .field("username", &r(&self.username))
-            .field("password", &r(&self.password))
-            .field("auth", &r(&self.auth))
-            .field("identitytoken", &r(&self.identitytoken))
-            .finish()
-    }
-}
 
 #[derive(Serialize)]
 struct ConfigOut<'a> {

@@ -11,13 +11,13 @@
 
 use super::charts;
 use crate::config::{cluster_path, load_cluster};
+pub use crate::secrets::SealingKey;
 use crate::secrets::Secrets;
-use crate::seed::to_yaml;
+use crate::yaml::to_yaml;
 use anyhow::{Context, Result};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 
 /// Pin name in `overlays/charts.toml`.
@@ -35,26 +35,6 @@ pub const KEY_SECRET: &str = "nodeforge-sealing-key";
 pub const CONTROLLER_FILE: &str = "sealed-secrets.yaml";
 /// Manifest file of the key Secret (sorts before the HelmChart, so k3s applies it first).
 pub const KEY_FILE: &str = "sealed-secrets-key.yaml";
-
-/// `[sealing_key]` of the secrets file: PEM certificate and PEM PKCS#8 private key (RSA 4096, as
-/// the controller generates itself). `Debug` shows the certificate only.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SealingKey {
-    /// Self-signed certificate (public, what `kubeseal --cert` takes).
-    pub cert: String,
-    /// Private key.
-    pub key: String,
-}
-
-impl fmt::Debug for SealingKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SealingKey")
-            .field("cert", &self.cert)
-            .field("key", &"<redacted>")
-            .finish()
-    }
-}
 
 /// The current UTC year (for the certificate's validity; no clock → 1970 is still a valid start).
 fn this_year() -> i32 {

@@ -172,6 +172,7 @@ role = "server"
 board = "$board"
 address = "$SERVER_IP/24"
 interface = "$IFACE"
+dns = ["$NET_PREFIX.1"]
 labels = [$(toml_list "${NODE_LABELS[nf-server]}")]
 taints = [$(toml_list "${NODE_TAINTS[nf-server]}")]
 
@@ -181,6 +182,7 @@ role = "agent"
 board = "$board"
 address = "$AGENT_IP/24"
 interface = "$IFACE"
+dns = ["$NET_PREFIX.1"]
 labels = [$(toml_list "${NODE_LABELS[nf-agent]}")]
 taints = [$(toml_list "${NODE_TAINTS[nf-agent]}")]
 EOF

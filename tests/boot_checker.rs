@@ -210,26 +210,16 @@ fn cloud_init_warning_or_error_fails() {
 
 #[test]
 fn secret_scan_is_asserted_when_it_ran() {
-    let done = "NF-MARK done";
+    // The recorded server passed its scan; a scan that found a readable secret fails the boot.
+    let scan = mark_line("server", "secret-scan ");
+    assert_eq!(scan, "NF-MARK secret-scan ok");
     broken(
         "server",
         "secret-scan",
-        done,
-        "NF-MARK secret-scan FAIL /etc/x\r\nNF-MARK done",
+        &scan,
+        "NF-MARK secret-scan FAIL /etc/x",
         "secret-scan",
     );
-    // Passing scan: still passes.
-    let serial = fs::read_to_string(recorded("server.serial")).expect("serial");
-    let d = tmpdir("scan-ok");
-    let s = d.join("serial");
-    fs::write(
-        &s,
-        serial.replace(done, "NF-MARK secret-scan ok\r\nNF-MARK done"),
-    )
-    .expect("write");
-    let (ok, out) = check(&[Path::new("boot"), &s, &recorded("server.expect.json")]);
-    assert!(ok, "{out}");
-    let _ = fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -288,27 +278,43 @@ fn rebuild_identity_change_fails() {
 
 #[test]
 fn node_name_is_asserted() {
-    // The recorded logs predate the stand-in's `config node-name=` mark: an expectation naming
-    // the node fails on them (not reported), fails on a wrong name, and passes on the right one.
-    let serial = fs::read_to_string(recorded("server.serial")).expect("serial");
-    let mut e: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(recorded("server.expect.json")).expect("expect"))
-            .expect("json");
-    e["node_name"] = "nf-server".into();
-    let d = tmpdir("node-name");
-    let (s, x) = (d.join("serial"), d.join("expect.json"));
-    fs::write(&x, e.to_string()).expect("write");
-    fs::write(&s, &serial).expect("write");
-    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
-    assert!(!ok && out.contains("node-name"), "{out}");
-    let tok = mark_line("server", "config token-sha256=");
-    let with =
-        |name: &str| serial.replace(&tok, &format!("NF-MARK config node-name={name}\r\n{tok}"));
-    fs::write(&s, with("raspberrypi")).expect("write");
-    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
-    assert!(!ok && out.contains("node-name"), "{out}");
-    fs::write(&s, with("nf-server")).expect("write");
-    let (ok, out) = check(&[Path::new("boot"), &s, &x]);
-    assert!(ok, "{out}");
-    let _ = fs::remove_dir_all(&d);
+    // A wrong `node-name`, or none at all, fails a boot whose expectation names the node.
+    let line = mark_line("server", "config node-name=");
+    assert_eq!(line, "NF-MARK config node-name=nf-server");
+    broken(
+        "server",
+        "node-name-wrong",
+        &line,
+        "NF-MARK config node-name=raspberrypi",
+        "node-name",
+    );
+    broken(
+        "server",
+        "node-name-missing",
+        &line,
+        "NF-MARK config other=x",
+        "node-name",
+    );
+}
+
+/// A server built with the cluster CA must show the secrets' root and its CA keys 0600
+/// (docs/k3s-trust.md); either broken fails.
+#[test]
+fn cluster_ca_files_are_asserted() {
+    let root = mark_line("server", "tls root-ca.pem ");
+    broken(
+        "server",
+        "tls-root",
+        &root,
+        &root.replace("sha256=", "sha256=0"),
+        "root-ca.pem",
+    );
+    let key = mark_line("server", "tls server-ca.key ");
+    broken(
+        "server",
+        "tls-key-mode",
+        &key,
+        &key.replace("mode=600", "mode=644"),
+        "server-ca.key",
+    );
 }

@@ -10,7 +10,7 @@ usage:
 SERIAL is the guest's serial console log; the TEST-ONLY k3s stand-in's checker prints
 `NF-MARK key value` lines there (tests/k3s-mirror/k3s-standin.sh). EXPECT.json (written by
 tests/boot/run.sh) holds what the node must show:
-  hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256,
+  hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256, tls_root_sha256 (servers with the cluster CA; null otherwise),
   node_password_sha256, server_url (agent; null for a server), labels, taints (lists, compared as
   sets), root_size_before (bytes), address ("10.77.0.10/24"), net_manager ("nm"|"networkd"|null),
   require_secret_scan (bool: the hardening checks' `NF-MARK secret-scan` must be there).
@@ -124,6 +124,13 @@ def judge_boot(ms, e):
     if e["role"] == "agent" and e.get("server_url"):
         hp = re.sub(r"^\w+://", "", e["server_url"]).split("/")[0]
         need(f"server-reachable {hp}" in ms, f"agent did not reach {hp}")
+    # The cluster CA (docs/k3s-trust.md): a server carries the secrets' root, and its CA keys 0600.
+    if e.get("tls_root_sha256"):
+        need(f"tls root-ca.pem mode=644 sha256={e['tls_root_sha256']}" in ms,
+             "the server's tls/root-ca.pem is missing, not 0644, or not the secrets file's root")
+        for key in ("server-ca.key", "client-ca.key", "request-header-ca.key", "service.key"):
+            need(any(m.startswith(f"tls {key} mode=600 ") for m in ms),
+                 f"the server's tls/{key} is missing or not 0600")
     # First-boot security checks (hardening issue): assert them when they ran, or when required.
     scan = value(ms, "secret-scan ")
     if scan is not None:

@@ -188,6 +188,20 @@ taints = [$(toml_list "${NODE_TAINTS[nf-agent]}")]
 EOF
 }
 
+# The cluster CA (docs/k3s-trust.md): the test secrets get nodeforge's CA and an agent token, so
+# the server image carries the CA's tls files and the agent joins with a secure token that pins
+# the CA's root. The expected token is computed here with openssl, not with nodeforge.
+write_cluster_toml "$OUT/ca-cluster.toml"
+"$BIN" init --update --adopt-ca -c "$OUT/ca-cluster.toml" --secrets "$SECRETS" >/dev/null ||
+  die "nodeforge init --update --adopt-ca failed"
+AGENT_TOKEN=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["agent_token"])' "$SECRETS")
+python3 -c 'import sys, tomllib; sys.stdout.write(tomllib.load(open(sys.argv[1], "rb"))["ca"]["root"]["crt"])' \
+  "$SECRETS" >"$OUT/root-ca.pem"
+CA_HASH=$(openssl x509 -in "$OUT/root-ca.pem" -outform DER | sha256sum | cut -d' ' -f1)
+ROOT_PEM_SHA=$(sha256sum "$OUT/root-ca.pem" | cut -d' ' -f1)
+AGENT_JOIN_TOKEN="K10${CA_HASH}::node:${AGENT_TOKEN}"
+[ -n "$AGENT_TOKEN" ] && [ ${#CA_HASH} -eq 64 ] || die "the secrets file has no agent token or CA root"
+
 build_nodeforge() { # NODE OUTDIR CACHEDIR -> prints image path
   local node=$1 dir=$2 cache=$3
   mkdir -p "$dir"
@@ -483,11 +497,14 @@ expect() {
     raspios) mgr='"nm"' ;;
     ubuntu-raspi | debian-generic) mgr='"networkd"' ;;
   esac
-  local unit=k3s
-  [ "$role" = agent ] && unit=k3s-agent
+  local unit=k3s token=$TOKEN tls_root="\"$ROOT_PEM_SHA\""
+  [ "$role" = agent ] && unit=k3s-agent token=$AGENT_JOIN_TOKEN tls_root=null
+  # The hand-made seeds (NODEFORGE_BOOT_COMPOSE=hand) know nothing of the CA.
+  [ "$(compose_mode)" = hand ] && token=$TOKEN tls_root=null
   cat >"$OUT/$name.expect.json" <<EOF
 {"name": "$name", "hostname": "$host", "node_name": "$host", "role": "$role", "unit": "$unit", "admin_user": "$ADMIN_USER",
- "ssh_fp": "$SSH_FP", "token_sha256": "$(printf '%s' "$TOKEN" | sha256sum | cut -d' ' -f1)",
+ "ssh_fp": "$SSH_FP", "token_sha256": "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)",
+ "tls_root_sha256": $tls_root,
  "node_password_sha256": "$(printf '%s' "${NODE_PW[$host]}" | sha256sum | cut -d' ' -f1)",
  "server_url": $server_url, "labels": $(json_list "${NODE_LABELS[$host]}"),
  "taints": $(json_list "${ROLE_TAINTS[$role]} ${NODE_TAINTS[$host]}"),

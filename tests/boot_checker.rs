@@ -318,3 +318,207 @@ fn cluster_ca_files_are_asserted() {
         "server-ca.key",
     );
 }
+
+/// Runs `check.py again` on the recorded first boot and `second` (a serial log's text).
+fn again(tag: &str, second: &str) -> (bool, String) {
+    let d = tmpdir(tag);
+    let s = d.join("again.serial");
+    fs::write(&s, second).expect("writing the second boot's log");
+    let r = check(&[Path::new("again"), &recorded("server.serial"), &s]);
+    let _ = fs::remove_dir_all(&d);
+    r
+}
+
+/// The recorded second boot of the server's disk with `from` replaced by `to` must fail
+/// `check.py again` with `want`.
+fn broken_again(tag: &str, from: &str, to: &str, want: &str) {
+    let serial = fs::read_to_string(recorded("server-again.serial")).expect("recorded serial");
+    assert!(serial.contains(from), "server-again.serial has no {from:?}");
+    let (ok, out) = again(tag, &serial.replace(from, to));
+    assert!(!ok, "{tag}: `again` passed a broken second boot:\n{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL again: ") && l.contains(want)),
+        "{tag}: no FAIL line mentioning {want:?}:\n{out}"
+    );
+}
+
+/// A second boot of the same disk (issue 14): the recorded one passes the first boot's judge and
+/// `again`; each property broken once fails.
+#[test]
+fn second_boot_of_the_same_disk_is_asserted() {
+    let (ok, out) = check(&[
+        Path::new("boot"),
+        &recorded("server-again.serial"),
+        &recorded("server-again.expect.json"),
+    ]);
+    assert!(ok, "the recorded second boot failed:\n{out}");
+    let serial = fs::read_to_string(recorded("server-again.serial")).expect("recorded serial");
+    let (ok, out) = again("again-good", &serial);
+    assert!(ok && out.contains("PASS again"), "{out}");
+    let m = |p: &str| mark_line("server-again", p);
+    let iid = m("instance-id=");
+    broken_again(
+        "iid",
+        &iid,
+        "NF-MARK instance-id=nodeforge-0000000000000000",
+        "instance-id",
+    );
+    let sem = m("per-instance-sem ");
+    broken_again(
+        "sem",
+        &sem,
+        &sem.replace("sha256=", "sha256=0"),
+        "per-instance",
+    );
+    broken_again(
+        "install",
+        &m("install-runs n="),
+        "NF-MARK install-runs n=2",
+        "run counter",
+    );
+    broken_again(
+        "instances",
+        &m("cloud-instances n="),
+        "NF-MARK cloud-instances n=2",
+        "cloud-init instances",
+    );
+    let seed = m("seed user-data sha256=");
+    broken_again(
+        "seed",
+        &seed,
+        &seed.replace("sha256=", "sha256=0"),
+        "seed's user-data",
+    );
+    broken_again(
+        "not-again",
+        &m("boot n="),
+        "NF-MARK boot n=1",
+        "boot counters",
+    );
+    broken_again(
+        "no-k3s",
+        &m("k3s-start "),
+        "NF-MARK k3s-stopped",
+        "k3s did not start",
+    );
+    broken_again(
+        "scan",
+        &m("secret-scan "),
+        "NF-MARK secret-scan FAIL seed /dev/vda2:/user-data",
+        "secret-scan",
+    );
+    broken_again(
+        "clock-state",
+        &m("clock state="),
+        "NF-MARK clock state=synchronised after 3 s",
+        "clock state",
+    );
+}
+
+/// How k3s met the clock (issue 14): the server (QEMU's RTC) started without waiting, the agent
+/// (its RTC behind the build time, no NTP) after the bounded wait with its warning, the second
+/// boot without waiting again. Each broken once fails.
+#[test]
+fn clock_paths_are_asserted() {
+    // The server took the real-time-clock path.
+    let state = mark_line("server", "clock state=");
+    assert!(state.contains("real-time clock"), "{state}");
+    broken(
+        "server",
+        "rtc-state",
+        &state,
+        "NF-MARK clock state=not synchronised after 180 s; started anyway",
+        "real-time-clock path",
+    );
+    let unit = mark_line("server", "clock unit=");
+    let us = |l: &str, k: &str| -> u64 {
+        l.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{k} in {l}"))
+    };
+    let exit = us(&unit, "inactive-exit-us");
+    let start = us(&unit, "main-start-us");
+    broken(
+        "server",
+        "rtc-waited",
+        &unit,
+        &unit.replace(
+            &format!("main-start-us={start}"),
+            &format!("main-start-us={}", exit + 200_000_000),
+        ),
+        "waited",
+    );
+    broken(
+        "server",
+        "clock-missing",
+        &unit,
+        "NF-MARK clocks unreported",
+        "not reported",
+    );
+
+    // The agent took the bounded wait and said so in its journal.
+    let state = mark_line("agent", "clock state=");
+    assert!(state.contains("not synchronised after"), "{state}");
+    let warn = mark_line("agent", "clock journal ");
+    assert!(warn.contains("WARNING"), "{warn}");
+    broken("agent", "no-warning", &warn, "", "warning");
+    broken(
+        "agent",
+        "gave-up-early",
+        &state,
+        "NF-MARK clock state=not synchronised after 20 s; started anyway",
+        "before the 180 s bound",
+    );
+    let unit = mark_line("agent", "clock unit=");
+    let exit = us(&unit, "inactive-exit-us");
+    let start = us(&unit, "main-start-us");
+    broken(
+        "agent",
+        "started-early",
+        &unit,
+        &unit.replace(
+            &format!("main-start-us={start}"),
+            &format!("main-start-us={}", exit + 5_000_000),
+        ),
+        "before the 180 s bound",
+    );
+    // A synchronised clock claimed without time-sync.target having been reached.
+    broken(
+        "agent",
+        "sync-without-target",
+        &state,
+        "NF-MARK clock state=synchronised after 5 s",
+        "time-sync.target",
+    );
+    broken(
+        "agent",
+        "rtc-instead",
+        &state,
+        "NF-MARK clock state=set from the real-time clock at boot; no wait",
+        "want the wait",
+    );
+
+    // The second boot did not wait or check again.
+    let unit = mark_line("server-again", "clock unit=");
+    let exit = us(&unit, "inactive-exit-us");
+    let start = us(&unit, "main-start-us");
+    broken(
+        "server-again",
+        "later-waited",
+        &unit,
+        &unit.replace(
+            &format!("main-start-us={start}"),
+            &format!("main-start-us={}", exit + 190_000_000),
+        ),
+        "later start waited",
+    );
+    broken(
+        "server-again",
+        "later-checked",
+        "NF-MARK done",
+        "NF-MARK clock journal nodeforge: clock synchronised (waited 0 s); starting k3s\r\nNF-MARK done",
+        "went through",
+    );
+}

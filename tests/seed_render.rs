@@ -518,10 +518,8 @@ fn k3s_keys_per_facts() {
         get("st1")["node-label"],
         serde_json::json!(["node.longhorn.io/create-default-disk=true", "zone=attic"])
     );
-    assert_eq!(
-        get("gpu1")["node-label"],
-        serde_json::json!(["nvidia.com/gpu.present=true"])
-    );
+    // gpu.present comes from the GPU setup once it succeeded (nvidia.sh), never at registration.
+    assert!(!get("gpu1").contains_key("node-label"), "{:?}", get("gpu1"));
 
     // postgres: endpoint with the password from secrets, no cluster-init, no server key on servers
     let c = cluster("postgres://k3s@db.lan:5432/k3s", false, 2, false);

@@ -293,7 +293,7 @@ fn time_wait_sets_the_floor_and_bounds_the_first_wait() {
         &bin,
         "date",
         &format!(
-            "case \"$*\" in *-s*) echo \"$*\" >>{};; *) echo 1000;; esac",
+            "case \"$*\" in *-s*) echo \"$*\" >>{};; *) echo ${{FAKE_NOW:-1000}};; esac",
             log.display()
         ),
     );
@@ -305,17 +305,19 @@ fn time_wait_sets_the_floor_and_bounds_the_first_wait() {
         "sleep 600",
     );
     let state = root.join("var/lib/nodeforge/time-sync");
-    let go = |epoch: &str| {
+    let go_at = |epoch: &str, now: &str| {
         let t = std::time::Instant::now();
         let o = Command::new("sh")
             .arg(&s)
             .args([epoch, "2"])
+            .env("FAKE_NOW", now)
             .env("NODEFORGE_ROOT", &root)
             .env("PATH", path_with(&bin))
             .output()
             .unwrap();
         (o, t.elapsed())
     };
+    let go = |epoch: &str| go_at(epoch, "1000");
     let (o, took) = go("5000");
     assert!(o.status.success(), "k3s must start anyway");
     assert!(took < std::time::Duration::from_secs(30), "{took:?}");
@@ -344,6 +346,7 @@ fn time_wait_sets_the_floor_and_bounds_the_first_wait() {
     let rtc = root.join("sys/class/rtc/rtc0");
     std::fs::create_dir_all(&rtc).unwrap();
     std::fs::write(rtc.join("hctosys"), "1\n").unwrap();
+    std::fs::write(rtc.join("since_epoch"), "1000\n").unwrap();
     std::fs::remove_file(&state).unwrap();
     let (o, took) = go("500");
     assert!(o.status.success());
@@ -357,6 +360,16 @@ fn time_wait_sets_the_floor_and_bounds_the_first_wait() {
     assert!(o.status.success());
     assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
     assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING"));
+    // The flat battery seen after bootcmd already moved the system clock up to the floor: the
+    // system clock is past EPOCH, the RTC itself is not, so the first start still waits.
+    std::fs::remove_file(&state).unwrap();
+    let (o, took) = go_at("5000", "6000");
+    assert!(o.status.success());
+    assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("WARNING"));
+    assert!(std::fs::read_to_string(&state)
+        .unwrap()
+        .starts_with("not synchronised"));
     std::fs::remove_dir_all(root.join("sys")).unwrap();
 
     // A synchronised clock: the first start goes on at once and says so.
@@ -569,6 +582,10 @@ board = "x86_64"
         label.contains("node-label+:\n- nodeforge.io/gpu-setup=failed\n"),
         "{label}"
     );
+    // The device plugin's label only comes with a working setup (nvidia.sh), never here.
+    assert!(!label.contains("gpu.present"), "{label}");
+    let k = std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml")).unwrap();
+    assert!(!k.contains("gpu.present"), "config.yaml: {k}");
     assert!(out.contains("FAILED: apt-get update failed"), "{out}");
     // nouveau was blacklisted and the initramfs rebuilt before any download was tried.
     assert!(
@@ -624,6 +641,101 @@ fn gpu_setup_without_a_gpu_fails_fast_and_says_why() {
     )
     .unwrap()
     .contains("nodeforge.io/gpu-setup=failed"));
+}
+
+/// nvidia.com/gpu.present=true (what the device plugin selects) only with a working setup: set
+/// with nodeforge.io/gpu-setup=ok for registration and on the registered node, taken off again
+/// when a later setup fails. Stubs: the driver tools, apt-get (no network), k3s kubectl.
+#[test]
+fn gpu_present_label_only_after_a_working_setup() {
+    let d = tempfile::tempdir().unwrap();
+    let s = script(d.path(), "nvidia.sh");
+    let root = d.path().join("root");
+    let bin = d.path().join("bin");
+    let dev = root.join("sys/bus/pci/devices/0000:01:00.0");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("vendor"), "0x10de\n").unwrap();
+    std::fs::write(dev.join("class"), "0x030000\n").unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/os-release"),
+        "ID=debian\nVERSION_CODENAME=trixie\n",
+    )
+    .unwrap();
+    let kubeconfig = root.join("var/lib/rancher/k3s/agent/kubelet.kubeconfig");
+    std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+    std::fs::write(&kubeconfig, "apiVersion: v1\n").unwrap();
+    let calls = d.path().join("calls");
+    let smi_ok = d.path().join("smi-ok");
+    stub(&bin, "nvidia-container-runtime", "exit 0");
+    stub(&bin, "nvidia-smi", &format!("test -e {}", smi_ok.display()));
+    stub(&bin, "hostname", "echo gpu1");
+    stub(
+        &bin,
+        "k3s",
+        &format!("echo \"k3s $*\" >>{}", calls.display()),
+    );
+    stub(
+        &bin,
+        "update-initramfs",
+        &format!("echo \"update-initramfs $*\" >>{}", calls.display()),
+    );
+    stub(&bin, "apt-get", "exit 100");
+    stub(&bin, "systemctl", "exit 3");
+    let go = || {
+        Command::new("sh")
+            .arg(&s)
+            .env("NODEFORGE_ROOT", &root)
+            .env("PATH", path_with(&bin))
+            .output()
+            .unwrap()
+    };
+    let dropin = root.join("etc/rancher/k3s/config.yaml.d/50-nodeforge-gpu.yaml");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+
+    // Working driver: ok, and gpu.present with it (registration drop-in and the node).
+    std::fs::write(&smi_ok, "").unwrap();
+    let o = go();
+    assert!(o.status.success(), "{o:?}");
+    let y: serde_json::Value = serde_saphyr::from_str(&read(&dropin)).unwrap();
+    assert_eq!(
+        y["node-label+"],
+        serde_json::json!(["nodeforge.io/gpu-setup=ok", "nvidia.com/gpu.present=true"])
+    );
+    let c = read(&calls);
+    assert!(
+        c.contains(&format!(
+            "k3s kubectl --kubeconfig {} label --overwrite node gpu1 nodeforge.io/gpu-setup=ok nvidia.com/gpu.present=true\n",
+            kubeconfig.display()
+        )),
+        "{c}"
+    );
+
+    // The driver stops answering and the reinstall fails (no network): failed, gpu.present off.
+    std::fs::remove_file(&smi_ok).unwrap();
+    std::fs::remove_file(&calls).unwrap();
+    let o = go();
+    assert!(!o.status.success());
+    assert!(read(&root.join("var/lib/nodeforge/gpu-setup")).starts_with("failed: apt-get update"));
+    let y: serde_json::Value = serde_saphyr::from_str(&read(&dropin)).unwrap();
+    assert_eq!(
+        y["node-label+"],
+        serde_json::json!(["nodeforge.io/gpu-setup=failed"])
+    );
+    let c = read(&calls);
+    assert!(
+        c.contains(
+            "label --overwrite node gpu1 nodeforge.io/gpu-setup=failed nvidia.com/gpu.present-\n"
+        ),
+        "{c}"
+    );
+
+    // Failing again: nothing to change on the node, the drop-in still without gpu.present.
+    std::fs::remove_file(&calls).unwrap();
+    let o = go();
+    assert!(!o.status.success());
+    assert!(!read(&calls).contains("kubectl"), "{}", read(&calls));
+    assert!(!read(&dropin).contains("gpu.present"));
 }
 
 fn is_root() -> bool {

@@ -9,9 +9,12 @@
 #    /run/nodeforge/gpu-reboot exists.
 #  - State: /var/lib/nodeforge/gpu-setup (`ok`, `installed, reboot pending` or `failed: why`), the
 #    unit's status (`systemctl status nodeforge-gpu-setup`), and the node label
-#    nodeforge.io/gpu-setup=ok|failed: set at registration from
+#    nodeforge.io/gpu-setup=ok|pending|failed: set at registration from
 #    /etc/rancher/k3s/config.yaml.d/50-nodeforge-gpu.yaml, and with the node's own kubelet
 #    credentials once the node is registered (k3s applies node-label only at registration).
+#  - nvidia.com/gpu.present=true (what the device plugin's affinity selects) goes with `ok` only:
+#    a node whose setup failed or waits for its reboot does not attract GPU pods or the plugin;
+#    it is taken off again if a later setup fails.
 # NODEFORGE_ROOT (tests only): prefix for files read and written (state, config, apt sources, sysfs).
 set -u
 export DEBIAN_FRONTEND=noninteractive
@@ -26,19 +29,31 @@ apt="apt-get -o APT::Update::Error-Mode=any -o DPkg::Lock::Timeout=300 -o Acquir
 mkdir -p "$statedir" "$root/run/nodeforge"
 step() { echo "nodeforge-gpu: $*"; }
 
-label_value() { case "$1" in ok | installed*) echo ok ;; *) echo failed ;; esac; }
+label_value() { case "$1" in ok) echo ok ;; installed*) echo pending ;; *) echo failed ;; esac; }
 
 # The label follows the state: written for registration into the k3s config drop-in, and put on
 # the registered node with its kubelet credentials (allowed to label its own Node object).
 sync_label() {
   v="$(label_value "$(cat "$state" 2>/dev/null)")"
+  was="$(cat "$statedir/gpu-setup.label" 2>/dev/null)"
   mkdir -p "$(dirname "$dropin")"
-  printf '# nodeforge: GPU setup outcome, applied when the node registers\nnode-label+:\n- nodeforge.io/gpu-setup=%s\n' "$v" >"$dropin"
-  [ "$(cat "$statedir/gpu-setup.label" 2>/dev/null)" = "$v" ] && return 0
+  {
+    printf '# nodeforge: GPU setup outcome, applied when the node registers\nnode-label+:\n- nodeforge.io/gpu-setup=%s\n' "$v"
+    [ "$v" = ok ] && printf -- '- nvidia.com/gpu.present=true\n'
+  } >"$dropin"
+  [ "$was" = "$v" ] && return 0
+  # The labels for kubectl: gpu.present with ok; removed ("KEY-") when it was ok before.
+  labels="nodeforge.io/gpu-setup=$v"
+  if [ "$v" = ok ]; then
+    labels="$labels nvidia.com/gpu.present=true"
+  elif [ "$was" = ok ]; then
+    labels="$labels nvidia.com/gpu.present-"
+  fi
   if [ -s "$kubeconfig" ]; then
     node="$(hostname)"
     i=0
-    until k3s kubectl --kubeconfig "$kubeconfig" label --overwrite node "$node" "nodeforge.io/gpu-setup=$v" >/dev/null 2>&1; do
+    # shellcheck disable=SC2086 # $labels: one word per label
+    until k3s kubectl --kubeconfig "$kubeconfig" label --overwrite node "$node" $labels >/dev/null 2>&1; do
       i=$((i + 1))
       if [ "$i" -ge 12 ]; then
         step "could not label node $node (API unreachable?); tried again at the next boot"
@@ -46,7 +61,7 @@ sync_label() {
       fi
       sleep 10
     done
-    step "node $node labelled nodeforge.io/gpu-setup=$v"
+    step "node $node labelled $labels"
   fi
   printf '%s\n' "$v" >"$statedir/gpu-setup.label"
 }

@@ -6,7 +6,9 @@
 #  2. The first start waits until the kernel clock is synchronised, at most SECONDS (default 180);
 #     then k3s starts anyway with a warning in its journal. Later starts do not wait. A clock the
 #     kernel set at boot from a battery-backed real-time clock (a PC; rtc0's hctosys = 1) is
-#     trusted without waiting, unless it read earlier than EPOCH (a flat battery).
+#     trusted without waiting, unless the RTC reads earlier than EPOCH (a flat battery; checked on
+#     the RTC itself, rtc0's since_epoch, because the seed's bootcmd has already moved the system
+#     clock up to EPOCH by the time k3s starts).
 # The wait uses what the family ships: systemd-time-wait-sync (systemd-timesyncd and any daemon
 # that marks the kernel clock synchronised), else chronyc waitsync, else timedatectl.
 # The outcome is kept in /var/lib/nodeforge/time-sync.
@@ -26,7 +28,10 @@ if [ "$now" -lt "$floor" ]; then
 fi
 [ -e "$state" ] && exit 0
 mkdir -p "$(dirname "$state")"
-if [ "$floored" = no ] && [ "$(cat "$root/sys/class/rtc/rtc0/hctosys" 2>/dev/null)" = 1 ]; then
+rtc_now="$(cat "$root/sys/class/rtc/rtc0/since_epoch" 2>/dev/null)"
+case "$rtc_now" in '' | *[!0-9]*) rtc_now=0 ;; esac
+if [ "$floored" = no ] && [ "$(cat "$root/sys/class/rtc/rtc0/hctosys" 2>/dev/null)" = 1 ] &&
+  [ "$rtc_now" -ge "$floor" ]; then
   echo "nodeforge: the clock was set from the real-time clock at boot; starting k3s without waiting for NTP"
   echo "set from the real-time clock at boot; no wait" >"$state"
   exit 0

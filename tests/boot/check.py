@@ -5,6 +5,10 @@ usage:
   check.py boot SERIAL EXPECT.json       one node's first boot (serial log + expectations)
   check.py rebuild IMAGE_A IMAGE_B        a rebuild must be byte-identical
   check.py identity SERIAL_A SERIAL_B     the same node-password hash and instance-id
+  check.py again SERIAL_FIRST SERIAL_SECOND  a second boot of the same disk: same instance-id, no
+                                          per-instance module or first-boot script ran again,
+                                          the seed's user-data unchanged (still scrubbed), k3s
+                                          started, the clock state kept
   check.py marks SERIAL                   print the NF-MARK lines of a serial log
 
 SERIAL is the guest's serial console log; the TEST-ONLY k3s stand-in's checker prints
@@ -13,7 +17,11 @@ tests/boot/run.sh) holds what the node must show:
   hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256, tls_root_sha256 (servers with the cluster CA; null otherwise),
   node_password_sha256, server_url (agent; null for a server), labels, taints (lists, compared as
   sets), root_size_before (bytes), address ("10.77.0.10/24"), net_manager ("nm"|"networkd"|null),
-  require_secret_scan (bool: the hardening checks' `NF-MARK secret-scan` must be there).
+  require_secret_scan (bool: the hardening checks' `NF-MARK secret-scan` must be there),
+  clock (optional: "rtc" | "wait" | "later") and clock_bound (seconds): how k3s's first start met
+  the clock (docs/first-boot.md): "rtc" started without waiting because a real-time clock set the
+  time; "wait" started after time-sync.target (synchronised) or after the bounded wait with its
+  warning in the unit's journal; "later" (a second boot) started without waiting again.
 Secrets are compared as sha256 only and never printed. Each failed property is one `FAIL` line;
 exit status 1 when any failed, 0 when all passed.
 """
@@ -137,6 +145,100 @@ def judge_boot(ms, e):
         need(scan.strip() == "ok", f"secret-scan: {scan}")
     elif e.get("require_secret_scan"):
         fails.append("secret-scan did not run")
+    if e.get("clock"):
+        fails += judge_clock(ms, e["clock"], int(e.get("clock_bound", 180)))
+    return fails
+
+
+def clock_marks(ms):
+    """The `clock unit=...` mark as a dict of ints (None when missing or unparsable)."""
+    v = value(ms, "clock unit=")
+    if v is None:
+        return None
+    out = {}
+    for kv in v.split()[1:]:
+        k, _, x = kv.partition("=")
+        try:
+            out[k] = int(x)
+        except ValueError:
+            out[k] = None
+    return out
+
+
+def judge_clock(ms, want, bound):
+    """k3s's start against the clock: time-wait.sh's state and journal lines, and the unit's
+    monotonic timestamps (µs) from systemctl show."""
+    fails = []
+    c = clock_marks(ms)
+    state = value(ms, "clock state=")
+    journal = [m[len("clock journal "):] for m in ms if m.startswith("clock journal ")]
+    if c is None or state is None:
+        return ["clock: not reported (no `clock unit=` / `clock state=` marks)"]
+    exit_us, start_us, sync_us = c.get("inactive-exit-us"), c.get("main-start-us"), c.get("time-sync-us")
+    if not exit_us or not start_us or start_us < exit_us:
+        return [f"clock: k3s's start times are missing or out of order ({c})"]
+    waited = (start_us - exit_us) / 1e6
+    if want == "rtc":
+        if not state.startswith("set from the real-time clock"):
+            fails.append(f"clock: want the real-time-clock path, state is {state!r}")
+        if not any("real-time clock" in j for j in journal):
+            fails.append(f"clock: the unit's journal lacks time-wait.sh's real-time-clock line ({journal})")
+        if waited >= 60:
+            fails.append(f"clock: k3s waited {waited:.0f} s before starting although the RTC was trusted")
+    elif want == "wait":
+        if state.startswith("synchronised"):
+            # Synced path: k3s's main process started after time-sync.target was reached.
+            if not sync_us or sync_us > start_us:
+                fails.append(f"clock: state {state!r} but time-sync.target was not reached before k3s started ({c})")
+        elif state.startswith("not synchronised after "):
+            # Bounded path: time-wait.sh gave up after the bound, said so, then k3s started.
+            m = re.match(r"not synchronised after (\d+) s", state)
+            took = int(m.group(1)) if m else -1
+            if took < bound - 2:
+                fails.append(f"clock: gave up after {took} s, before the {bound} s bound")
+            if waited < bound - 2:
+                fails.append(f"clock: k3s started {waited:.0f} s after its start job began, before the {bound} s bound")
+            if waited > bound + 120:
+                fails.append(f"clock: k3s started {waited:.0f} s after its start job began, far past the {bound} s bound")
+            if not any("WARNING: the clock is not synchronised" in j for j in journal):
+                fails.append(f"clock: the unit's journal lacks the bounded wait's warning ({journal})")
+        else:
+            fails.append(f"clock: want the wait (synchronised or bounded), state is {state!r}")
+    elif want == "later":
+        if waited >= 60:
+            fails.append(f"clock: a later start waited {waited:.0f} s")
+        if any("synchronised" in j or "real-time clock" in j for j in journal):
+            fails.append(f"clock: a later start went through the first start's clock check again ({journal})")
+    else:
+        fails.append(f"clock: unknown expectation {want!r}")
+    return fails
+
+
+def judge_again(a, b):
+    """A second boot (b) of the disk whose first boot is a: nothing per-instance ran again."""
+    fails = []
+
+    def same(key, what):
+        va, vb = value(a, key), value(b, key)
+        if va is None or vb is None:
+            fails.append(f"{what}: not reported on {'the first' if va is None else 'the second'} boot")
+        elif va != vb:
+            fails.append(f"{what} changed on the second boot ({va!r} -> {vb!r})")
+
+    same("instance-id=", "instance-id")
+    same("per-instance-sem ", "cloud-init's per-instance semaphores (a per-instance module ran again)")
+    same("install-runs n=", "the first-boot scripts' run counter (install ran again)")
+    same("cloud-instances n=", "the number of cloud-init instances")
+    same("seed user-data sha256=", "the seed's user-data")
+    same("clock state=", "the clock state of the first start")
+    if value(a, "install-runs n=") not in (None, "1"):
+        fails.append(f"the first boot ran install {value(a, 'install-runs n=')} times, want 1")
+    if value(a, "boot n=") != "1" or value(b, "boot n=") != "2":
+        fails.append(f"boot counters are {value(a, 'boot n=')!r} and {value(b, 'boot n=')!r}, want '1' and '2' (not the same disk?)")
+    if not any(m.startswith("k3s-start ") for m in b):
+        fails.append("k3s did not start on the second boot")
+    if value(b, "secret-scan ") != "ok":
+        fails.append(f"secret-scan on the second boot: {value(b, 'secret-scan ')!r}")
     return fails
 
 
@@ -175,6 +277,9 @@ def main(argv):
             va, vb = value(a, k), value(b, k)
             if not va or va != vb:
                 fails.append(f"{k.rstrip('=')} changed after rebuild (or missing)")
+    elif cmd == "again" and len(argv) == 4:
+        name = "again"
+        fails = judge_again(marks(argv[2]), marks(argv[3]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -85,6 +85,9 @@ RestartSec=5s
 ExecStart=$BIN_DIR/k3s $CMD_K3S_EXEC
 EOF
 
+# The first-boot scripts' run counter for the boot proof (a second boot must not run them again).
+mkdir -p /var/log/k3s-standin && chmod 0700 /var/log/k3s-standin
+cat /proc/sys/kernel/random/boot_id >>/var/log/k3s-standin/install.runs 2>/dev/null || true
 systemctl daemon-reload
 if [ "$INSTALL_K3S_SKIP_ENABLE" != true ]; then
   info "systemd: Enabling $SYSTEM_NAME unit"

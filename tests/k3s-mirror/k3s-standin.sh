@@ -70,6 +70,44 @@ for k in ("node-taint", "node-label"):
 EOF
 }
 
+# First-boot hardening (issue 14), for every boot including a second boot of the same disk:
+# - boot/install counters (this stand-in's and the TEST-ONLY install.sh's own, kept on root),
+# - cloud-init's instances and the digest of the per-instance semaphores (a module that runs again
+#   rewrites its sem file), the seed's user-data as sha256 (scrubbed once, then unchanged),
+# - the clock: the unit's start vs time-sync.target (monotonic, from `systemctl show`), the state
+#   time-wait.sh kept, and time-wait.sh's journal lines in this boot.
+hardening_marks() {
+  unit=$1
+  mark "boot n=$(wc -l <"$LOGDIR/boots" 2>/dev/null || echo 0)"
+  mark "install-runs n=$(wc -l <"$LOGDIR/install.runs" 2>/dev/null || echo 0)"
+  mark "cloud-instances n=$(find /var/lib/cloud/instances -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)"
+  mark "per-instance-sem $(python3 -c '
+import glob, hashlib, os
+h, n = hashlib.sha256(), 0
+for f in sorted(glob.glob("/var/lib/cloud/instance/sem/*")):
+    n += 1
+    with open(f, "rb") as fh:
+        h.update(("%s %d " % (os.path.basename(f), os.stat(f).st_mtime_ns)).encode() + fh.read())
+print("count=%d sha256=%s" % (n, h.hexdigest()))
+' 2>&1)"
+  seed=/boot/firmware/user-data
+  if [ ! -f "$seed" ]; then
+    dev=$(blkid -l -o device -t LABEL=CIDATA 2>/dev/null)
+    seed=
+    if [ -n "$dev" ]; then
+      tmp=$(mktemp -d)
+      mount -o ro "$dev" "$tmp" 2>/dev/null && seed=$tmp/user-data
+    fi
+  fi
+  mark "seed user-data sha256=$([ -n "$seed" ] && sha256sum "$seed" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "${tmp:-}" ] && umount "$tmp" 2>/dev/null && rmdir "$tmp"
+  show() { systemctl show -P "$2" "$1" 2>/dev/null; }
+  mark "clock unit=$unit inactive-exit-us=$(show "$unit" InactiveExitTimestampMonotonic) main-start-us=$(show "$unit" ExecMainStartTimestampMonotonic) time-sync-us=$(show time-sync.target ActiveEnterTimestampMonotonic) now=$(date +%s) rtc=$(cat /sys/class/rtc/rtc0/since_epoch 2>/dev/null)"
+  mark "clock state=$(cat /var/lib/nodeforge/time-sync 2>/dev/null)"
+  journalctl -b -u "$unit" -o cat --no-pager 2>/dev/null | grep '^nodeforge: ' | head -n 5 |
+    while IFS= read -r l; do mark "clock journal $l"; done
+}
+
 check() {
   role=$1 unit=$2
   mark "check-start role=$role"
@@ -141,6 +179,7 @@ print(json.dumps({k: d.get(k) for k in keep if k in d} if "unparsable" not in d 
     done
     [ $i -lt 200 ] && mark "server-reachable $host:$port"
   fi
+  hardening_marks "$unit"
   sed -n '/^# >>> nodeforge secret-scan.sh/,$p' "$0" | sh 2>&1 | while IFS= read -r l; do mark "${l#NF-MARK }"; done
   mark "done"
 }
@@ -172,8 +211,11 @@ cp /etc/rancher/k3s/config.yaml "$LOGDIR/config.yaml" 2>/dev/null
 env | sort >"$LOGDIR/env"
 mark "k3s-start role=$role version=$VERSION args=$*"
 # The checker must outlive this process' restarts and not hold the unit up: own session, background.
-if [ ! -e "$LOGDIR/check.started" ]; then
-  : >"$LOGDIR/check.started"
+# Once per boot (the boot id), so a second boot of the same disk is checked too.
+bootid=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null)
+grep -qx "$bootid" "$LOGDIR/boots" 2>/dev/null || echo "$bootid" >>"$LOGDIR/boots"
+if [ ! -e "$LOGDIR/check.started.$bootid" ]; then
+  : >"$LOGDIR/check.started.$bootid"
   setsid "$0" __nf_check "$role" "$unit" </dev/null >>"$LOGDIR/check.log" 2>&1 &
 fi
 if [ "$role" = server ]; then

@@ -171,7 +171,7 @@ proptest! {
         agree(&s, net::static_address(&s), &net::STATIC_ADDRESS, |v| {
             let Some((ip, p)) = v.split_once('/') else { return false };
             ip.parse::<std::net::Ipv4Addr>().is_ok()
-                && re("^[0-9]{1,2}$").is_match(p)
+                && re("^[1-9][0-9]?$").is_match(p)
                 && p.parse::<u8>().is_ok_and(|p| (1..=32).contains(&p))
         });
     }

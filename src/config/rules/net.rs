@@ -193,8 +193,16 @@ pub fn static_address(s: &str) -> Checked<(Ipv4Addr, u8)> {
         return bad("is not an IPv4 address (static addressing is IPv4 only)");
     };
     let prefix = match prefix.parse::<u8>() {
-        Ok(p) if (1..=32).contains(&p) && prefix.bytes().all(|c| c.is_ascii_digit()) => p,
-        _ => return bad("has a prefix length outside 1..32"),
+        // No sign and no leading zero: netplan and iproute2 read "/010" differently (decimal
+        // vs. a typo), so the cluster file says the prefix one way only.
+        Ok(p)
+            if (1..=32).contains(&p)
+                && prefix.bytes().all(|c| c.is_ascii_digit())
+                && !prefix.starts_with('0') =>
+        {
+            p
+        }
+        _ => return bad("has a prefix length outside 1..32 (decimal, no leading zero)"),
     };
     if address.is_unspecified() || address.is_multicast() || address.is_broadcast() {
         return bad("is not a unicast host address");

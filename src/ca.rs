@@ -35,6 +35,10 @@ pub const CA_DAYS: i64 = 3700;
 /// The user name in an agent token: k3s stores the agent token as passwd user `node`, and strips a
 /// `K10<hash>::node:` prefix from it (k3s `pkg/passwd/passwd.go` `EnsureUser`).
 pub const AGENT_USER: &str = "node";
+/// The user name in a server token (k3s writes its own server token as `K10<hash>::server:<token>`,
+/// and joining servers authenticate as `server`: `ParseAndValidateTokenForUser(…, "server")` in k3s
+/// `pkg/cluster/bootstrap.go`).
+pub const SERVER_USER: &str = "server";
 
 /// A CA certificate (one PEM block) and its private key (PKCS#8 PEM).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -359,3 +359,28 @@ pub fn cmd_inspect(a: &InspectArgs) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_kinds_are_described_without_values() {
+        let h = "ab".repeat(32);
+        let server = crate::ca::token_kind(&format!("K10{h}::server:s3cret"));
+        let d = describe(&server);
+        assert_eq!(
+            d,
+            format!("server token, secure K10 (pins CA sha256 {}…)", &h[..16])
+        );
+        let agent = crate::ca::token_kind(&format!("K10{h}::node:s3cret"));
+        assert!(describe(&agent).starts_with("agent token, secure K10"));
+        assert_eq!(
+            describe(&crate::ca::token_kind("s3cret")),
+            "short (does not pin the CA)"
+        );
+        for k in [server, agent] {
+            assert!(!describe(&k).contains("s3cret"));
+        }
+    }
+}

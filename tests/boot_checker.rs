@@ -522,3 +522,103 @@ fn clock_paths_are_asserted() {
         "went through",
     );
 }
+
+/// k3s's join bootstrap (docs/k3s-trust.md): the server serves `/cacerts` over HTTPS from its
+/// cluster CA, and the agent's check accepts it and refuses both impostors; each broken fails.
+#[test]
+fn join_bootstrap_is_asserted() {
+    let serving = mark_line("server", "https-serving ");
+    broken(
+        "server",
+        "no-https",
+        &serving,
+        "NF-MARK https-stopped",
+        "/cacerts",
+    );
+    let ok = mark_line("agent", "join-check cluster ");
+    assert!(ok.contains(" accepted ca="), "{ok}");
+    // The genuine server refused (a token for another root, say).
+    broken(
+        "agent",
+        "join-refused",
+        &ok,
+        &ok.replace(" accepted ca=", " refused ca-hash-mismatch got="),
+        "did not accept",
+    );
+    // Accepted, but with another hash than the token's.
+    let other_hash = format!(
+        "{} accepted ca={}",
+        &ok[..ok.find(" accepted").expect("x")],
+        "0".repeat(64)
+    );
+    broken(
+        "agent",
+        "join-other-hash",
+        &ok,
+        &other_hash,
+        "did not accept",
+    );
+    for (label, reason) in [
+        ("other-ca", "another CA"),
+        ("other-cert", "not from the CA"),
+    ] {
+        let l = mark_line("agent", &format!("join-check {label} "));
+        assert!(l.contains(" refused "), "{l}");
+        let accepted = format!("{} accepted ca=x", &l[..l.find(" refused").expect("x")]);
+        broken("agent", &format!("join-{label}"), &l, &accepted, reason);
+        broken(
+            "agent",
+            &format!("join-{label}-gone"),
+            &l,
+            "NF-MARK x",
+            reason,
+        );
+    }
+}
+
+/// The server's auto-deploy manifests must be exactly the seed's, 0600 and intact.
+#[test]
+fn server_manifests_are_asserted() {
+    let l = mark_line("server", "manifest sealed-secrets-key.yaml ");
+    broken(
+        "server",
+        "manifest-mode",
+        &l,
+        &l.replace("mode=600", "mode=644"),
+        "mode 644",
+    );
+    broken(
+        "server",
+        "manifest-content",
+        &l,
+        &format!(
+            "{}{}",
+            &l[..l.len() - 1],
+            if l.ends_with('0') { '1' } else { '0' }
+        ),
+        "differs",
+    );
+    broken("server", "manifest-missing", &l, "NF-MARK x", "missing");
+    broken(
+        "server",
+        "manifest-extra",
+        &l,
+        &format!(
+            "{l}\r\nNF-MARK manifest extra.yaml mode=600 sha256={}",
+            "a".repeat(64)
+        ),
+        "unexpected",
+    );
+    // An agent has no manifests directory at all.
+    let n = mark_line("agent", "node-password ");
+    broken(
+        "agent",
+        "agent-manifest",
+        &n,
+        &format!(
+            "{n}\r\nNF-MARK manifest x.yaml mode=600 sha256={}",
+            "a".repeat(64)
+        ),
+        "unexpected",
+    );
+}

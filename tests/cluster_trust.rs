@@ -328,10 +328,29 @@ fn agent_token_pins_the_root_as_openssl_fingerprints_it() {
         assert!(!text.contains("PRIVATE KEY"), "{host} carries a key");
         assert!(!text.contains(TLS_DIR), "{host} carries CA files");
     }
+    // The first server keeps the short server token; servers joining the etcd cluster pin the
+    // root with `K10<hash>::server:<token>`, whose password part (what k3s derives the datastore
+    // keys from, docs/k3s-trust.md) is the server token itself.
+    let server_want = format!("K10{independent}::server:{}", s.token);
     for host in SERVERS {
-        let (_, ud) = user_data(&c, &s, host);
+        let (text, ud) = user_data(&c, &s, host);
         let k = k3s_config(&ud);
-        assert_eq!(k["token"], s.token.as_str(), "{host}");
+        let tok = k["token"].as_str().unwrap();
+        if host == "cp1" {
+            assert_eq!(tok, s.token.as_str(), "{host}");
+        } else {
+            assert_eq!(tok, server_want.as_str(), "{host}");
+            // k3s's parseToken: strip K10, split the hash off at "::", the user off at ":".
+            let (hash, creds) = tok[3..].split_once("::").unwrap();
+            let (user, password) = creds.split_once(':').unwrap();
+            assert_eq!((hash, user), (independent.as_str(), "server"), "{host}");
+            assert_eq!(password, s.token, "{host}");
+            assert_eq!(
+                text.matches("K10").count(),
+                2,
+                "{host}: token and agent-token"
+            );
+        }
         assert_eq!(k["agent-token"], want.as_str(), "{host}");
     }
 
@@ -423,10 +442,20 @@ fn inspect_reads_token_kinds_from_user_data() {
         })
     );
     assert!(t.agent_token.is_none() && t.ca_files.is_empty());
+    let (text, _) = user_data(&c, &s, "cp1");
+    let t = nodeforge::inspect::trust_of(text.as_bytes()).unwrap();
+    assert_eq!(t.token, Some(TokenKind::Short), "the first server");
     let (text, _) = user_data(&c, &s, "cp2");
     let t = nodeforge::inspect::trust_of(text.as_bytes()).unwrap();
     assert_eq!(t.role.as_deref(), Some("server"));
-    assert_eq!(t.token, Some(TokenKind::Short));
+    assert_eq!(
+        t.token,
+        Some(TokenKind::Secure {
+            ca_sha256: hash.clone(),
+            user: "server".into()
+        }),
+        "a joining etcd server"
+    );
     assert_eq!(
         t.agent_token
             .map(|k| k == token_kind(&s.agent_join_token().unwrap())),

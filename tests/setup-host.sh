@@ -36,6 +36,8 @@ if ! command -v kubernetes-validate >/dev/null && ! [ -x "$HOME/.local/bin/kuber
     || "$PIP" install --user --break-system-packages kubernetes-validate check-jsonschema
 fi
 python3 -c 'import yaml' 2>/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-yaml
+# The boot proof's join check (tests/join_check.rs) builds and checks certificates with python3-cryptography.
+python3 -c 'import cryptography' 2>/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends python3-cryptography
 command -v openssl >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends openssl
 # Rust: Debian's packaged cargo is too old for our dependencies; use rustup's stable toolchain.
 if ! command -v cargo >/dev/null && ! [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -99,13 +99,30 @@ fn strs<'a>(it: impl IntoIterator<Item = &'a String>) -> Value {
 /// The taint servers get when the cluster has agents (workloads stay off the control plane).
 pub const SERVER_TAINT: &str = "CriticalAddonsOnly=true:NoExecute";
 
+/// The server token in `n`'s config. Servers that join an etcd cluster (every server but the
+/// first) get the secure form `K10<root hash>::server:<token>` when the secrets hold the cluster
+/// CA, so they check the CA before sending the token, like agents; the first server, and every
+/// server of secrets without a CA, keep the short token. Both forms are the same passphrase: k3s
+/// reduces a token to its password part before deriving the datastore key and the bootstrap
+/// data's encryption key from it (`normalizeToken` in k3s `pkg/cluster/storage.go`), see
+/// docs/k3s-trust.md. A token that is already in K10 form is left as it is.
+fn server_token(c: &Cluster, n: &NodeSpec, s: &Secrets) -> Result<String> {
+    let joins = c.datastore == Datastore::Etcd && !n.first_server;
+    match &s.ca {
+        Some(ca) if joins && !s.token.starts_with("K10") => {
+            ca.secure_token(crate::ca::SERVER_USER, &s.token)
+        }
+        _ => Ok(s.token.clone()),
+    }
+}
+
 /// Build `/etc/rancher/k3s/config.yaml` for `n`.
 pub fn k3s_config(c: &Cluster, n: &NodeSpec, s: &Secrets) -> Result<K3sConfig> {
     let mut k = K3sConfig::default();
     // Least privilege: only servers carry the cluster token; agents get the agent token, which
     // k3s accepts for agents only (k3s docs/cli/token.md, "Agent"). See docs/k3s-trust.md.
     if n.is_server() {
-        k.set("token", Value::String(s.token.clone()));
+        k.set("token", Value::String(server_token(c, n, s)?));
         if s.agent_token.is_some() {
             k.set("agent-token", Value::String(s.agent_join_token()?));
         }

@@ -14,7 +14,9 @@ usage:
 SERIAL is the guest's serial console log; the TEST-ONLY k3s stand-in's checker prints
 `NF-MARK key value` lines there (tests/k3s-mirror/k3s-standin.sh). EXPECT.json (written by
 tests/boot/run.sh) holds what the node must show:
-  hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256, tls_root_sha256 (servers with the cluster CA; null otherwise),
+  hostname, node_name (k3s `node-name`; checked when given), role ("server"|"agent"), unit, admin_user, ssh_fp, token_sha256, tls_root_sha256 (servers with the cluster CA; null otherwise), join_ca_sha256 (agents with a K10 token: the hash
+  their join check must accept; null otherwise), manifests (name -> sha256 of the server's
+  auto-deploy manifests as in its seed, {} for an agent, null: not checked),
   node_password_sha256, server_url (agent; null for a server), labels, taints (lists, compared as
   sets), root_size_before (bytes), address ("10.77.0.10/24"), net_manager ("nm"|"networkd"|null),
   require_secret_scan (bool: the hardening checks' `NF-MARK secret-scan` must be there),
@@ -139,6 +141,36 @@ def judge_boot(ms, e):
         for key in ("server-ca.key", "client-ca.key", "request-header-ca.key", "service.key"):
             need(any(m.startswith(f"tls {key} mode=600 ") for m in ms),
                  f"the server's tls/{key} is missing or not 0600")
+    # k3s's join bootstrap (docs/k3s-trust.md): the server serves /cacerts from its cluster CA; the
+    # agent's check accepts it with the hash of its K10 token and refuses the two impostors.
+    if e.get("tls_root_sha256"):
+        need(any(m.startswith("https-serving cluster=6443 ") for m in ms),
+             "the server did not serve /cacerts over HTTPS from its cluster CA")
+    if e.get("join_ca_sha256"):
+        want = e["join_ca_sha256"]
+        need(any(re.fullmatch(r"join-check cluster port=\d+ accepted ca=" + re.escape(want), m) for m in ms),
+             "join-check: the agent did not accept the server's /cacerts with its token's CA hash")
+        need(any(re.match(r"join-check other-ca port=\d+ refused ca-hash-mismatch", m) for m in ms),
+             "join-check: the agent did not refuse a server with another CA")
+        need(any(re.match(r"join-check other-cert port=\d+ refused server-cert-not-verified", m) for m in ms),
+             "join-check: the agent did not refuse a server whose certificate is not from the CA it serves")
+        need(not any(re.match(r"join-check other-\S+ port=\d+ accepted", m) for m in ms),
+             "join-check: the agent accepted an impostor server")
+    # Auto-deploy manifests (issue 18): exactly the seed's files, each 0600 and intact.
+    if isinstance(e.get("manifests"), dict):
+        got = {}
+        for m in ms:
+            mm = re.fullmatch(r"manifest (\S+) mode=(\d+) sha256=([0-9a-f]{64})", m)
+            if mm:
+                got[mm.group(1)] = (mm.group(2), mm.group(3))
+        for name, sha in sorted(e["manifests"].items()):
+            g = got.get(name)
+            need(g is not None, f"manifests/{name} is missing")
+            if g:
+                need(g[0] == "600", f"manifests/{name} has mode {g[0]}, want 600")
+                need(g[1] == sha, f"manifests/{name} differs from the seed's (sha256)")
+        extra = sorted(set(got) - set(e["manifests"]))
+        need(not extra, f"manifests dir has unexpected files {extra}")
     # First-boot security checks (hardening issue): assert them when they ran, or when required.
     scan = value(ms, "secret-scan ")
     if scan is not None:

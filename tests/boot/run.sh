@@ -168,6 +168,9 @@ sha256 = "$FIXTURE_SHA"
 mirror = "$mirror_url"
 airgap = false
 
+# An add-on with a plain and a secret manifest, so the server's manifests directory has files.
+[addons.sealed-secrets]
+
 [[nodes]]
 hostname = "nf-server"
 role = "server"
@@ -514,10 +517,15 @@ expect() {
   [ "$role" = agent ] && unit=k3s-agent token=$AGENT_JOIN_TOKEN tls_root=null
   # The hand-made seeds (NODEFORGE_BOOT_COMPOSE=hand) know nothing of the CA.
   [ "$(compose_mode)" = hand ] && token=$TOKEN tls_root=null
+  # The agent's join check must accept the server's CA by the hash in its token; the server's
+  # manifests directory must hold exactly its seed's manifests (an agent has none).
+  local join_ca=null manifests="$MANIFESTS_JSON"
+  [ "$role" = agent ] && join_ca="\"$CA_HASH\"" && manifests='{}'
+  [ "$(compose_mode)" = hand ] && join_ca=null manifests=null
   cat >"$OUT/$name.expect.json" <<EOF
 {"name": "$name", "hostname": "$host", "node_name": "$host", "role": "$role", "unit": "$unit", "admin_user": "$ADMIN_USER",
  "ssh_fp": "$SSH_FP", "token_sha256": "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)",
- "tls_root_sha256": $tls_root,
+ "tls_root_sha256": $tls_root, "join_ca_sha256": $join_ca, "manifests": $manifests,
  "node_password_sha256": "$(printf '%s' "${NODE_PW[$host]}" | sha256sum | cut -d' ' -f1)",
  "server_url": $server_url, "labels": $(json_list "${NODE_LABELS[$host]}"),
  "taints": $(json_list "${ROLE_TAINTS[$role]} ${NODE_TAINTS[$host]}"),
@@ -602,6 +610,24 @@ fi
 # NTP, which no QEMU guest here reaches, and start after the bounded wait with the warning.
 declare -A CLOCK_EXPECT=([server]=rtc [agent]=wait [rebuild]=rtc [server-again]=later)
 AGENT_RTC="-rtc base=2019-06-01T00:00:00" # before the default SOURCE_DATE_EPOCH (2020-01-01)
+# The server's auto-deploy manifests as its seed carries them (name -> sha256 of the content), read
+# with mtools and PyYAML: the guest must hold exactly these, mode 0600 (issue 18).
+MANIFESTS_JSON=null
+if [ "$(compose_mode)" = nodeforge ]; then
+  mcopy -n -i "$SERVER_IMG@@$(seed_offset "$SERVER_IMG")" ::user-data "$OUT/server-user-data" ||
+    die "cannot read user-data from $SERVER_IMG"
+  MANIFESTS_JSON=$(python3 - "$OUT/server-user-data" <<'EOF'
+import hashlib, json, sys, yaml
+pre = "/var/lib/rancher/k3s/server/manifests/"
+d = yaml.safe_load(open(sys.argv[1])) or {}
+print(json.dumps({w["path"][len(pre):]: hashlib.sha256(w["content"].encode()).hexdigest()
+                  for w in d.get("write_files") or [] if w.get("path", "").startswith(pre)}, sort_keys=True, separators=(",", ":")))
+EOF
+  )
+  rm -f "$OUT/server-user-data"
+  [ "$MANIFESTS_JSON" != "{}" ] || die "the server's seed has no manifests: the manifests check could not fail"
+fi
+
 if [ "$ONLY" != second ]; then
   log "pair 1: server + agent on one network ($NET_PREFIX.0/24)"
   BOOT_KEEP_DISK=1 boot server "$SERVER_IMG" listen "$PORT_BASE" 52:54:00:4e:46:10 agent &

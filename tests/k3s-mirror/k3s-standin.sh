@@ -108,6 +108,240 @@ print("count=%d sha256=%s" % (n, h.hexdigest()))
     while IFS= read -r l; do mark "clock journal $l"; done
 }
 
+# ---- k3s's join bootstrap, both sides (issue 16; docs/k3s-trust.md). tests/join_check.rs runs these
+# same two programs on the host (it cuts them out of this file between the NF_* heredoc markers).
+TLS=/var/lib/rancher/k3s/server/tls
+
+# serve_https TLS_DIR WORK_DIR SANS CONFIG PORTS: a k3s server's /cacerts over HTTPS. PORTS is
+# cluster,other-ca,other-cert: `cluster` serves TLS_DIR/server-ca.crt with a serving certificate
+# signed by server-ca.key (as k3s does); `other-ca` is a server whose CA was made on the spot and
+# serves that CA; `other-cert` serves the cluster's genuine /cacerts (anyone can copy it) with a
+# certificate from the other CA (it has no server-ca.key). Prints one line once it listens.
+serve_https() {
+  python3 - "$@" <<'NF_SERVE_HTTPS'
+import datetime, http.server, ipaddress, os, ssl, sys, threading
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+tls, work, sans, config, ports = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ports = [int(p) for p in ports.split(",")]
+names = [x for x in sans.split(",") if x]
+try:
+    import glob, yaml
+    for f in [config] + sorted(glob.glob(config + ".d/*.yaml")):
+        if os.path.exists(f):
+            with open(f) as fh:
+                v = (yaml.safe_load(fh) or {}).get("tls-san") or []
+            names += [str(x) for x in (v if isinstance(v, list) else [v])]
+except ImportError:
+    pass
+os.makedirs(work, mode=0o700, exist_ok=True)
+now = datetime.datetime.now(datetime.timezone.utc)
+KU = dict(content_commitment=False, data_encipherment=False, key_agreement=False,
+          crl_sign=False, encipher_only=False, decipher_only=False)
+
+def name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+def builder(subject, issuer, pub, days):
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False))
+
+def other_ca():
+    k = ec.generate_private_key(ec.SECP256R1())
+    c = (builder(name("nf-test-other-ca"), name("nf-test-other-ca"), k.public_key(), 30)
+         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, key_cert_sign=True, **KU), critical=True)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(k.public_key()), critical=False)
+         .sign(k, hashes.SHA256()))
+    return c, k
+
+def serving(ca_cert, ca_key, tag):
+    k = ec.generate_private_key(ec.SECP256R1())
+    alt = []
+    for n in dict.fromkeys(names):
+        try:
+            alt.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            alt.append(x509.DNSName(n))
+    c = (builder(name("k3s"), ca_cert.subject, k.public_key(), 30)
+         .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+         .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=True, key_cert_sign=False, **KU), critical=True)
+         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+             ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value), critical=False)
+         .sign(ca_key, hashes.SHA256()))
+    pem = lambda x: x.public_bytes(serialization.Encoding.PEM)
+    kf, cf = os.path.join(work, tag + ".key"), os.path.join(work, tag + ".crt")
+    fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption()))
+    with open(cf, "wb") as fh:
+        fh.write(pem(c) + pem(ca_cert))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cf, kf)
+    return ctx
+
+with open(os.path.join(tls, "server-ca.crt"), "rb") as fh:
+    bundle = fh.read()
+with open(os.path.join(tls, "server-ca.key"), "rb") as fh:
+    ca_key = serialization.load_pem_private_key(fh.read(), None)
+ca_cert = x509.load_pem_x509_certificates(bundle)[0]
+oc, ok = other_ca()
+other_pem = oc.public_bytes(serialization.Encoding.PEM)
+sites = [(ports[0], serving(ca_cert, ca_key, "cluster"), bundle),
+         (ports[1], serving(oc, ok, "other-ca"), other_pem),
+         (ports[2], serving(oc, ok, "other-cert"), bundle)]
+
+def server(port, ctx, cacerts):
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body, code = (cacerts, 200) if self.path == "/cacerts" else (b"TEST-ONLY k3s stand-in\n", 404)
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        def log_message(self, *a):
+            pass
+    class S(http.server.ThreadingHTTPServer):
+        allow_reuse_address = True
+        daemon_threads = True
+        def finish_request(self, request, addr):
+            # TLS per connection, in its own thread: a plain TCP probe (nc -z) costs nothing.
+            request.settimeout(20)
+            try:
+                request = ctx.wrap_socket(request, server_side=True)
+            except OSError:
+                return
+            H(request, addr, self)
+    return S(("", port), H)
+
+srvs = [server(p, c, b) for p, c, b in sites]
+print("https-serving cluster=%d other-ca=%d other-cert=%d sans=%s" % (tuple(ports) + (",".join(dict.fromkeys(names)),)), flush=True)
+threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in srvs]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+NF_SERVE_HTTPS
+}
+
+# join_check CONFIG HOST LABEL=PORT...: the agent side of k3s's TLS bootstrap with a secure token
+# (k3s docs/cli/token.md "TLS Bootstrapping"; pkg/clientaccess/token.go): 1. fetch /cacerts with
+# TLS verification off; 2. hash it like hashCA (a bundle of several certificates: the DER of the
+# root that the first one chains to; one certificate: the raw bytes); 3. compare with the token's
+# hash; 4. fetch again verifying the server's certificate (and name) against that bundle. Only
+# then would k3s send credentials; this check sends none. One line per LABEL; never the token.
+join_check() {
+  python3 - "$@" <<'NF_JOIN_CHECK'
+import datetime, glob, hashlib, re, ssl, sys, urllib.request
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+config, host, sites = sys.argv[1], sys.argv[2], sys.argv[3:]
+merged = {}
+for f in [config] + sorted(glob.glob(config + ".d/*.yaml")):
+    try:
+        with open(f) as fh:
+            merged.update(yaml.safe_load(fh) or {})
+    except FileNotFoundError:
+        pass
+tok = merged.get("token")
+m = re.fullmatch(r"K10([0-9a-f]{64})::.+", tok) if isinstance(tok, str) else None
+now = datetime.datetime.now(datetime.timezone.utc)
+
+def ski(c):
+    try:
+        return c.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+def aki(c):
+    try:
+        return c.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+    except x509.ExtensionNotFound:
+        return None
+
+def valid_now(c):
+    # *_utc arrived in cryptography 42 (Ubuntu 24.04 ships 41).
+    utc = datetime.timezone.utc
+    nb = getattr(c, "not_valid_before_utc", None) or c.not_valid_before.replace(tzinfo=utc)
+    na = getattr(c, "not_valid_after_utc", None) or c.not_valid_after.replace(tzinfo=utc)
+    return nb <= now <= na
+
+def issued(child, parent):
+    try:
+        bc = parent.extensions.get_extension_for_class(x509.BasicConstraints).value
+        child.verify_directly_issued_by(parent)
+    except Exception:
+        return False
+    return bc.ca and valid_now(parent)
+
+def hash_ca(b):
+    certs = x509.load_pem_x509_certificates(b)
+    if len(certs) > 1:
+        # hashCA: later certificates without an authority key id, or with one equal to their
+        # subject key id, are roots; the rest intermediates; hash the root the first chains to.
+        roots = [c for c in certs[1:] if not aki(c) or aki(c) == ski(c)]
+        inter = [c for c in certs[1:] if c not in roots]
+        cur = certs[0] if valid_now(certs[0]) else None
+        for _ in range(len(certs)):
+            if cur is None:
+                break
+            root = next((r for r in roots if issued(cur, r)), None)
+            if root is not None:
+                return hashlib.sha256(root.public_bytes(Encoding.DER)).hexdigest()
+            cur = next((i for i in inter if issued(cur, i)), None)
+    return hashlib.sha256(b).hexdigest()
+
+def get(url, ctx):
+    with urllib.request.urlopen(url, context=ctx, timeout=15) as r:
+        return r.read()
+
+for site in sites:
+    label, port = site.split("=", 1)
+    url = "https://%s:%s/cacerts" % (host, port)
+    head = "join-check %s port=%s" % (label, port)
+    if not m:
+        print(head + " skipped token=" + ("short" if tok else "absent"), flush=True)
+        continue
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    try:
+        cacerts = get(url, insecure)
+    except Exception as e:
+        print(head + " refused cacerts-unavailable (%s)" % type(e).__name__, flush=True)
+        continue
+    try:
+        got = hash_ca(cacerts)
+    except Exception as e:
+        print(head + " refused cacerts-unparsable (%s)" % type(e).__name__, flush=True)
+        continue
+    if got != m.group(1):
+        print(head + " refused ca-hash-mismatch got=%s" % got, flush=True)
+        continue
+    try:
+        strict = ssl.create_default_context(cadata=cacerts.decode("ascii"))
+        # Like Go's RootCAs pool: any certificate of the bundle is a trust anchor.
+        strict.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        get(url, strict)
+    except Exception as e:
+        reason = getattr(e, "reason", e)
+        print(head + " refused server-cert-not-verified (%s)" % getattr(reason, "verify_message", type(reason).__name__), flush=True)
+        continue
+    print(head + " accepted ca=%s" % got, flush=True)
+NF_JOIN_CHECK
+}
+
 check() {
   role=$1 unit=$2
   mark "check-start role=$role"
@@ -131,6 +365,12 @@ check() {
   if [ -d /var/lib/rancher/k3s/server/tls ]; then
     (cd /var/lib/rancher/k3s/server/tls && find . -type f | sort | while read -r f; do
       mark "tls ${f#./} mode=$(stat -c %a "$f") sha256=$(sha256sum "$f" | cut -d' ' -f1)"
+    done)
+  fi
+  # Auto-deploy manifests (issue 18): name, mode and sha256 of each (the stand-in never writes there).
+  if [ -d /var/lib/rancher/k3s/server/manifests ]; then
+    (cd /var/lib/rancher/k3s/server/manifests && find . -type f | sort | while read -r f; do
+      mark "manifest ${f#./} mode=$(stat -c %a "$f") sha256=$(sha256sum "$f" | cut -d' ' -f1)"
     done)
   fi
   if [ -s /etc/rancher/node/password ]; then
@@ -178,6 +418,12 @@ print(json.dumps({k: d.get(k) for k in keep if k in d} if "unparsable" not in d 
       sleep 3
     done
     [ $i -lt 200 ] && mark "server-reachable $host:$port"
+    # k3s's TLS bootstrap against the server (the cluster's CA) and two impostors (issue 16).
+    if [ $i -lt 200 ]; then
+      join_check /etc/rancher/k3s/config.yaml "$host" cluster="$port" other-ca=6444 other-cert=6445 2>>"$LOGDIR/join-check.err" |
+        while IFS= read -r l; do mark "$l"; done
+      [ -s "$LOGDIR/join-check.err" ] && mark "join-check-error $(tail -n1 "$LOGDIR/join-check.err")"
+    fi
   fi
   hardening_marks "$unit"
   sed -n '/^# >>> nodeforge secret-scan.sh/,$p' "$0" | sh 2>&1 | while IFS= read -r l; do mark "${l#NF-MARK }"; done
@@ -220,6 +466,13 @@ if [ ! -e "$LOGDIR/check.started.$bootid" ]; then
 fi
 if [ "$role" = server ]; then
   mark "listening 6443"
+  # The server's /cacerts over HTTPS from its cluster CA, and two impostor servers (issue 16).
+  if [ -s "$TLS/server-ca.crt" ] && [ -s "$TLS/server-ca.key" ]; then
+    sans=127.0.0.1,localhost,$(hostname),$(ip -o -4 addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | paste -sd, -)
+    serve_https "$TLS" "$LOGDIR/https" "$sans" /etc/rancher/k3s/config.yaml 6443,6444,6445 2>>"$LOGDIR/https.err" |
+      while IFS= read -r l; do mark "$l"; done
+    mark "https-stopped $(tail -n1 "$LOGDIR/https.err" 2>/dev/null); plain TCP on 6443"
+  fi
   exec python3 -c '
 import socketserver
 class H(socketserver.BaseRequestHandler):

@@ -404,7 +404,10 @@ boot() {
   esac
   local -a cmd
   if [ "$ARCH" = x86_64 ]; then
-    cmd=(qemu-system-x86_64 -accel tcg -machine q35 -m 2048 -smp 2 -bios "$OVMF"
+    # One TCG thread for both vCPUs: with multi-threaded TCG the kernel's live code patching
+    # (int3 + text_poke, e.g. when sched_clock is marked stable) races the other vCPU's cached
+    # translation and panics ("Oops: int3" in sched_clock_idle_wakeup_event), seen once in ~10 boots.
+    cmd=(qemu-system-x86_64 -accel tcg,thread=single -machine q35 -m 2048 -smp 2 -bios "$OVMF"
       -drive "file=$disk,format=raw,if=virtio"
       -netdev "$net" -device "virtio-net-pci,netdev=n0,mac=$mac,addr=0x3"
       -nographic -monitor none -serial "file:$serial")

@@ -166,7 +166,7 @@ impl Fetcher {
         if let Ok(text) = fs::read_to_string(&record) {
             let mut lines = text.lines();
             if let (Some(st), Some(sha), Some(p)) = (lines.next(), lines.next(), lines.next()) {
-                let sha_ok = want256.map_or(true, |w| w == sha);
+                let sha_ok = want256.is_none_or(|w| w == sha);
                 if st == stamp && p == path.display().to_string() && sha_ok {
                     return Ok((path.to_path_buf(), sha.to_string()));
                 }

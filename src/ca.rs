@@ -359,7 +359,7 @@ impl ClusterCa {
                     .to_string();
             }
             let na = c.validity().not_after;
-            if earliest.map_or(true, |e| na < e) {
+            if earliest.is_none_or(|e| na < e) {
                 earliest = Some(na);
             }
         }

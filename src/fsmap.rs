@@ -185,7 +185,7 @@ pub(super) fn zero_runs(bitmap: &[u8], nbits: u64, mut emit: impl FnMut(u64, u64
     let mut i = 0u64;
     while i < nbits {
         // Whole zero / whole one words in one step: bitmaps are mostly uniform.
-        if i % 64 == 0 && i + 64 <= nbits {
+        if i.is_multiple_of(64) && i + 64 <= nbits {
             let at = (i / 8) as usize;
             let mut w = [0u8; 8];
             w.copy_from_slice(&bitmap[at..at + 8]);

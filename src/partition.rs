@@ -235,7 +235,7 @@ fn read_gpt(file: &mut File, path: &Path) -> Result<DiskLayout> {
 
 /// Check `layout` for a disk of `disk_size` bytes: numbers, alignment, overlaps, bounds.
 pub fn validate_layout(layout: &DiskLayout, disk_size: u64) -> Result<()> {
-    if disk_size % SECTOR != 0 {
+    if !disk_size.is_multiple_of(SECTOR) {
         bail!("disk size {disk_size} is not a multiple of {SECTOR} bytes");
     }
     let (max_number, first, last_end) = match layout.table {

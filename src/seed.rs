@@ -29,12 +29,18 @@
 //!   until it succeeds, and cloud-init reboots once (`power_state`) when the driver waits for it.
 
 mod k3s;
+mod manifests;
+mod network;
+mod units;
 
 pub use crate::yaml::to_yaml;
 pub use k3s::{k3s_config, SERVER_TAINT};
+pub use manifests::server_manifests;
+pub use network::{dhcp_network_config, network_config};
+pub use units::{clock_dropin, gpu_unit};
 
 use crate::base::Family;
-use crate::config::{Board, Cluster, Network, NodeSpec};
+use crate::config::{Board, Cluster, NodeSpec};
 use crate::pi::PiBoot;
 use crate::secrets::Secrets;
 use anyhow::{Context, Result};
@@ -235,41 +241,6 @@ struct MetaData {
     local_hostname: Option<String>,
 }
 
-#[derive(Serialize)]
-struct NetRoute {
-    to: String,
-    via: String,
-}
-
-#[derive(Serialize)]
-struct Nameservers {
-    addresses: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    search: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Ethernet {
-    dhcp4: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    addresses: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    routes: Vec<NetRoute>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    nameservers: Option<Nameservers>,
-}
-
-#[derive(Serialize)]
-struct NetV2 {
-    version: u8,
-    ethernets: std::collections::BTreeMap<String, Ethernet>,
-}
-
-#[derive(Serialize)]
-struct NetworkConfig {
-    network: NetV2,
-}
-
 // ---------------------------------------------------------------- rendering
 
 fn script(name: &str) -> Result<WriteFile> {
@@ -287,182 +258,6 @@ fn script(name: &str) -> Result<WriteFile> {
 
 fn cmd(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
-}
-
-/// `network-config` (v2) of a node: its static address, or DHCP on its board's NIC.
-///
-/// nodeforge owns the seed, so a DHCP node gets an explicit DHCP config too: a base may carry
-/// another machine's `network-config` (dropped when composing), and an explicit file says what
-/// the node does. The NIC is named, never matched by glob: cloud-init 22.4 (Debian 12) takes
-/// `match: name: "en*"` as the literal interface name and DHCP never starts. Pi families name
-/// the onboard NIC `eth0` (Raspberry Pi OS and Ubuntu raspi do; Debian raspi sets
-/// `net.ifnames=0`). x86_64 (Debian generic) uses predictable names that depend on the machine
-/// (`enp1s0`, `ens3`...): a DHCP x86_64 node without `interface` gets no network-config, so
-/// cloud-init's own fallback applies (DHCP on the first NIC, cloud-init docs "Network
-/// configuration: fallback"); `None` is returned for it.
-pub fn network_config(c: &Cluster, n: &NodeSpec) -> Result<Option<String>> {
-    let eth = match &n.network {
-        Network::Static {
-            address,
-            prefix,
-            gateway,
-            dns,
-        } => Ethernet {
-            dhcp4: false,
-            addresses: vec![format!("{address}/{prefix}")],
-            routes: gateway
-                .iter()
-                .map(|g| NetRoute {
-                    to: "0.0.0.0/0".into(),
-                    via: g.to_string(),
-                })
-                .collect(),
-            nameservers: (!dns.is_empty()).then(|| Nameservers {
-                addresses: dns.iter().map(|d| d.to_string()).collect(),
-                search: c.domain.iter().cloned().collect(),
-            }),
-        },
-        Network::Dhcp => return dhcp_network_config(n.board, n.interface.as_deref()),
-    };
-    let mut ethernets = std::collections::BTreeMap::new();
-    ethernets.insert(n.interface_name().to_string(), eth);
-    Ok(Some(to_yaml(&NetworkConfig {
-        network: NetV2 {
-            version: 2,
-            ethernets,
-        },
-    })?))
-}
-
-/// DHCP on `interface`, else on the board's known NIC (`eth0` on a Pi); `None` when the NIC
-/// name is not known (x86_64 without `interface`: cloud-init's fallback does DHCP).
-pub fn dhcp_network_config(board: Board, interface: Option<&str>) -> Result<Option<String>> {
-    let name = match (interface, board) {
-        (Some(i), _) => i,
-        (None, Board::Rpi4) => "eth0",
-        (None, Board::X86_64) => return Ok(None),
-    };
-    let mut ethernets = std::collections::BTreeMap::new();
-    ethernets.insert(
-        name.to_string(),
-        Ethernet {
-            dhcp4: true,
-            addresses: Vec::new(),
-            routes: Vec::new(),
-            nameservers: None,
-        },
-    );
-    Ok(Some(to_yaml(&NetworkConfig {
-        network: NetV2 {
-            version: 2,
-            ethernets,
-        },
-    })?))
-}
-
-/// Server auto-deploy manifests for the cluster's add-ons and user manifests (file name, bytes).
-pub fn server_manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let on = c.addons.enabled();
-    for (addon, file, text) in ADDON_MANIFESTS {
-        if on.contains(addon) {
-            out.push((file.to_string(), text.as_bytes().to_vec()));
-        }
-    }
-    if let Some(m) = &c.addons.metallb {
-        out.push(("metallb-pool.yaml".into(), metallb_pool(m)?.into_bytes()));
-    }
-    out.extend(crate::addons::manifests(c)?);
-    for (name, bytes) in &c.user_manifests {
-        out.push((name.clone(), bytes.clone()));
-    }
-    Ok(out)
-}
-
-#[derive(Serialize)]
-struct ObjMeta {
-    name: String,
-    namespace: String,
-}
-
-#[derive(Serialize)]
-struct PoolSpec {
-    addresses: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct L2Spec {
-    #[serde(rename = "ipAddressPools")]
-    ip_address_pools: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct Resource<S> {
-    #[serde(rename = "apiVersion")]
-    api_version: String,
-    kind: String,
-    metadata: ObjMeta,
-    spec: S,
-}
-
-/// The MetalLB address pool and its L2 advertisement (two YAML documents). The CRDs come from the
-/// chart; k3s's deploy controller retries until they exist.
-fn metallb_pool(m: &crate::config::MetalLb) -> Result<String> {
-    let meta = || ObjMeta {
-        name: "nodeforge".into(),
-        namespace: "metallb-system".into(),
-    };
-    let pool = Resource {
-        api_version: "metallb.io/v1beta1".into(),
-        kind: "IPAddressPool".into(),
-        metadata: meta(),
-        spec: PoolSpec {
-            addresses: m.addresses.clone(),
-        },
-    };
-    let l2 = Resource {
-        api_version: "metallb.io/v1beta1".into(),
-        kind: "L2Advertisement".into(),
-        metadata: meta(),
-        spec: L2Spec {
-            ip_address_pools: vec!["nodeforge".into()],
-        },
-    };
-    Ok(format!("{}---\n{}", to_yaml(&pool)?, to_yaml(&l2)?))
-}
-
-/// The systemd drop-in that makes k3s's first start wait for a synchronised clock (see
-/// `time-wait.sh`); `epoch` (Unix seconds) is the earliest time the clock may show.
-pub fn clock_dropin(epoch: i64) -> String {
-    format!(
-        "# nodeforge: the clock never runs earlier than the image's build time, and k3s's first start\n\
-         # waits at most {CLOCK_WAIT_SECONDS} s for a synchronised clock (none when a battery-backed RTC set it),\n\
-         # then starts anyway with a warning (journalctl -u this unit; outcome in /var/lib/nodeforge/time-sync).\n\
-         [Service]\n\
-         ExecStartPre=/bin/sh {SCRIPT_DIR}/time-wait.sh {epoch} {CLOCK_WAIT_SECONDS}\n"
-    )
-}
-
-/// The unit that runs a GPU worker's setup (`nvidia.sh`) at first boot and on every later boot
-/// until it succeeds; bounded so a hung download never holds the boot for long.
-pub fn gpu_unit() -> String {
-    format!(
-        "# nodeforge: GPU setup (NVIDIA driver + container toolkit), retried every boot until it succeeds.\n\
-         # State: systemctl status {GPU_UNIT}, /var/lib/nodeforge/gpu-setup, node label nodeforge.io/gpu-setup.\n\
-         [Unit]\n\
-         Description=nodeforge GPU setup (NVIDIA driver and container toolkit)\n\
-         Wants=network-online.target\n\
-         After=network-online.target\n\
-         \n\
-         [Service]\n\
-         Type=oneshot\n\
-         RemainAfterExit=yes\n\
-         TimeoutStartSec=20min\n\
-         ExecStart=/bin/sh {SCRIPT_DIR}/nvidia.sh\n\
-         \n\
-         [Install]\n\
-         WantedBy=multi-user.target\n"
-    )
 }
 
 /// Render the seed of `node`. `secrets = None` renders the generic seed (see the module docs).

@@ -218,9 +218,9 @@ pub fn verify(trust: &Trust, msg: &[u8], sig: &[u8], what: &str, now: i64) -> Re
             let ok = same_key.iter().find(|s| {
                 s.namespaces
                     .as_ref()
-                    .map_or(true, |ns| pattern_list_matches(ns, NAMESPACE))
-                    && s.valid_after.map_or(true, |t| now >= t)
-                    && s.valid_before.map_or(true, |t| now < t)
+                    .is_none_or(|ns| pattern_list_matches(ns, NAMESPACE))
+                    && s.valid_after.is_none_or(|t| now >= t)
+                    && s.valid_before.is_none_or(|t| now < t)
             });
             match ok {
                 Some(s) => s.principals.clone(),

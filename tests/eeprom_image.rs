@@ -201,7 +201,7 @@ fn mutated_images_never_panic() {
         // Corrupt a header byte (magic, length or name) of a random section.
         let at = headers[r % headers.len()] + (r >> 8) % 24;
         m[at] = (r >> 16) as u8;
-        if r % 3 == 0 {
+        if r.is_multiple_of(3) {
             m[at + 4] = (r >> 24) as u8;
         }
         let _ = read_bootconf(&m);

@@ -94,7 +94,7 @@ pub fn layout(pax: &[(String, String)]) -> Result<(Layout, Option<String>)> {
             .split(',')
             .map(|n| num("GNU.sparse.map", n))
             .collect::<Result<_>>()?;
-        if nums.len() % 2 != 0 {
+        if !nums.len().is_multiple_of(2) {
             bail!("pax sparse 0.1 map has an odd number of values");
         }
         let map = nums.chunks(2).map(|c| (c[0], c[1])).collect();

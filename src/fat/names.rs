@@ -144,7 +144,7 @@ pub fn lfn_entry_count(name: &str) -> usize {
 pub fn push_lfn_entries(out: &mut Vec<u8>, name: &str, short: &[u8; 11]) {
     let mut units: Vec<u16> = name.encode_utf16().collect();
     let n = units.len().div_ceil(13);
-    if units.len() % 13 != 0 {
+    if !units.len().is_multiple_of(13) {
         units.push(0);
     }
     units.resize(n * 13, 0xFFFF);

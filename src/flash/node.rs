@@ -91,7 +91,7 @@ fn stage_prefix(
     loop {
         let k = engine::read_full(st.as_mut(), &mut buf)
             .with_context(|| format!("decompressing {}", image.display()))?;
-        if prefix_end.map_or(true, |e| pos < e) {
+        if prefix_end.is_none_or(|e| pos < e) {
             let mut i = 0;
             while i < k {
                 let e = (i + bs).min(k);

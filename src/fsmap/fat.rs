@@ -97,7 +97,7 @@ impl Fat {
                 // Bytes past the table read as "used" (never happens after the size check).
                 let byte = |i: usize| u32::from(fat.get(i).copied().unwrap_or(0xFF));
                 let v = byte(off) | byte(off + 1) << 8;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     v & 0xFFF
                 } else {
                     v >> 4

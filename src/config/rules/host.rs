@@ -143,7 +143,7 @@ pub fn data_disk(d: &str) -> Checked<DiskPath> {
 /// Check the embedded etcd server count ([`ETCD_QUORUM`]): `Err` for an even count; `Ok(Some(note))`
 /// for a warning; `Ok(None)` when fine.
 pub fn etcd_servers(n: usize) -> Checked<Option<String>> {
-    if n > 0 && n % 2 == 0 {
+    if n > 0 && n.is_multiple_of(2) {
         return Err(Violation::new(
             &ETCD_QUORUM,
             format!("embedded etcd with {n} servers: use an odd count ({} or {}); an even count tolerates no more failures than one fewer and can split its vote", n - 1, n + 1),

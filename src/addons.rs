@@ -1,7 +1,8 @@
 //! The homelab add-ons beyond the built-in manifests: k3s registry configuration on every node
 //! (`[registries]`), the sealed-secrets controller with a sealing key kept in the secrets file
-//! (`[addons.sealed-secrets]`), an API server VIP (`[addons.kube-vip]`) and Argo CD with a root
-//! Application (`[addons.argocd]`). Chart versions come from one pins table (`overlays/charts.toml`).
+//! (`[addons.sealed-secrets]`), an API server VIP (`[addons.kube-vip]`), Argo CD with a root
+//! Application (`[addons.argocd]`) and a Zot registry (`[addons.zot]`). Chart versions come from
+//! one pins table (`overlays/charts.toml`).
 //!
 //! Rendering is pure (cluster + secrets → bytes); the seed module places the results. Facts and
 //! their upstream sources: `docs/addons.md`.
@@ -13,6 +14,7 @@ mod check;
 pub mod kube_vip;
 pub mod registries;
 pub mod sealed_secrets;
+pub mod zot;
 
 use crate::config::Cluster;
 use crate::secrets::Secrets;
@@ -41,6 +43,9 @@ pub fn manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
             argocd::CHART_FILE.to_string(),
             argocd::chart_manifest()?.into_bytes(),
         ));
+    }
+    if let Some(z) = &c.addons.zot {
+        out.push((zot::FILE.to_string(), zot::manifest(c, z)?.into_bytes()));
     }
     Ok(out)
 }

@@ -30,6 +30,8 @@ address = "10.0.0.9"
 repo = "https://github.com/me/homelab"
 path = "clusters/home"
 revision = "main"
+[addons.zot]
+storage = "longhorn"
 
 [[nodes]]
 hostname = "cp1"
@@ -241,6 +243,7 @@ fn helm_charts_pass_the_helmchart_crd_schema() {
         "nvidia-device-plugin",
         "sealed-secrets",
         "argo-cd",
+        "zot",
     ] {
         assert!(
             names.iter().any(|n| n == want),

@@ -2,7 +2,7 @@
 //! what it needs is there (sealing key, a free VIP in a server's subnet, registry credentials,
 //! labelled nodes). Pure: cluster + secrets → lines.
 
-use super::{argocd, charts, kube_vip, registries, sealed_secrets};
+use super::{argocd, charts, kube_vip, registries, sealed_secrets, zot};
 use crate::config::Cluster;
 use crate::secrets::Secrets;
 
@@ -13,11 +13,16 @@ fn chart_version(name: &str) -> String {
     }
 }
 
-/// Hostnames of the nodes carrying `label` (`key=value`).
-fn labelled<'a>(c: &'a Cluster, label: &str) -> Vec<&'a str> {
+/// Hostnames of the nodes carrying `label` (`key=value`), from the node or its role's profile.
+pub(super) fn labelled<'a>(c: &'a Cluster, label: &str) -> Vec<&'a str> {
     c.nodes
         .iter()
-        .filter(|n| n.labels.iter().any(|l| l == label))
+        .filter(|n| {
+            n.labels
+                .iter()
+                .chain(&n.profile.node_labels)
+                .any(|l| l == label)
+        })
         .map(|n| n.hostname.as_str())
         .collect()
 }
@@ -156,6 +161,9 @@ pub fn check_lines(c: &Cluster, s: Option<&Secrets>) -> Vec<String> {
             }
         }
     }
+    if let Some(z) = &a.zot {
+        out.extend(zot_lines(c, z));
+    }
     if a.sealed_secrets.is_some() {
         let state = match s.map(|s| s.sealing_key.is_some()) {
             Some(true) => "sealing key present in the secrets file",
@@ -168,6 +176,52 @@ pub fn check_lines(c: &Cluster, s: Option<&Secrets>) -> Vec<String> {
             "sealed-secrets: {}; {state}",
             chart_version(sealed_secrets::CHART)
         ));
+    }
+    out
+}
+
+/// `check` lines of `[addons.zot]`: where it runs, its volume, the endpoint a mirror can name,
+/// and which mirrors do.
+fn zot_lines(c: &Cluster, z: &zot::Zot) -> Vec<String> {
+    let mut out = Vec::new();
+    let nodes = labelled(c, &z.node_label);
+    let endpoints: Vec<String> = c
+        .nodes
+        .iter()
+        .filter(|n| nodes.contains(&n.hostname.as_str()))
+        .filter_map(|n| n.ip())
+        .map(|ip| format!("http://{ip}:{}", z.node_port))
+        .collect();
+    out.push(format!(
+        "zot: {}; on nodes labelled {}: {}; {} {} volume; registry on every node at NodePort {}{}",
+        chart_version(zot::CHART),
+        z.node_label,
+        list(&nodes),
+        z.size,
+        z.storage.class(),
+        z.node_port,
+        if endpoints.is_empty() {
+            String::new()
+        } else {
+            format!(" (e.g. {})", endpoints.join(", "))
+        }
+    ));
+    if nodes.is_empty() {
+        out.push(format!(
+            "warning: zot: no node carries {}: add it to a node's labels, or Zot stays Pending",
+            z.node_label
+        ));
+    }
+    if let Err(e) = zot::manifest(c, z) {
+        out.push(format!("ERROR zot: {e:#}"));
+    }
+    if let Some(r) = &c.registries {
+        let port = format!(":{}", z.node_port);
+        for (name, m) in &r.mirrors {
+            if m.endpoint.iter().any(|e| url_host(e).ends_with(&port)) {
+                out.push(format!("zot: mirror {name} points at the Zot NodePort"));
+            }
+        }
     }
     out
 }

@@ -170,4 +170,23 @@ fn check_says_where_zot_runs_and_who_mirrors_it() {
         out.contains("ERROR zot:") && out.contains("needs [addons.longhorn]"),
         "{out}"
     );
+    // `check --json` carries the add-on error too.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.toml"),
+        CLUSTER.replace("[addons.longhorn]\n", ""),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeforge"))
+        .current_dir(dir.path())
+        .args(["check", "--json", "-c", "cluster.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ok"], false, "{j}");
+    assert!(
+        j["errors"].to_string().contains("needs [addons.longhorn]"),
+        "{j}"
+    );
 }

@@ -365,3 +365,35 @@ fn converter_maps_the_openapi_extensions() {
         .keys()
         .all(|k| !k.starts_with("x-")));
 }
+
+/// The vendored CRDs are the upstream bytes the README names: `sha256sum -c` on the README's
+/// sha256 lines.
+#[test]
+fn vendored_crds_match_their_readme_sha256() {
+    let dir = schemas_dir();
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    let lines: String = readme
+        .lines()
+        .filter(|l| {
+            l.len() > 66
+                && l.as_bytes()[64] == b' '
+                && l[..64].chars().all(|c| c.is_ascii_hexdigit())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(lines.lines().count(), 2, "{readme}");
+    let list = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(list.path(), &lines).unwrap();
+    let out = Command::new("sha256sum")
+        .arg("-c")
+        .arg(list.path())
+        .current_dir(&dir)
+        .output()
+        .expect("sha256sum (coreutils)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

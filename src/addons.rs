@@ -1,21 +1,27 @@
 //! The homelab add-ons beyond the built-in manifests: k3s registry configuration on every node
 //! (`[registries]`), the sealed-secrets controller with a sealing key kept in the secrets file
-//! (`[addons.sealed-secrets]`), an API server VIP (`[addons.kube-vip]`) and Argo CD with a root
-//! Application (`[addons.argocd]`). Chart versions come from one pins table (`overlays/charts.toml`).
+//! (`[addons.sealed-secrets]`), an API server VIP (`[addons.kube-vip]`), Argo CD with a root
+//! Application (`[addons.argocd]`) and a Zot registry (`[addons.zot]`). Chart versions come from
+//! one pins table (`overlays/charts.toml`).
 //!
 //! Rendering is pure (cluster + secrets → bytes); the seed module places the results. Facts and
 //! their upstream sources: `docs/addons.md`.
 
 pub mod argocd;
+pub mod builtin;
 pub mod charts;
+mod check;
 pub mod kube_vip;
 pub mod registries;
 pub mod sealed_secrets;
+pub mod zot;
 
 use crate::config::Cluster;
 use crate::secrets::Secrets;
 use anyhow::Result;
 use std::path::Path;
+
+pub use check::check_lines;
 
 /// Server manifests without secrets (file name, bytes), for `seed::server_manifests`.
 pub fn manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
@@ -37,6 +43,9 @@ pub fn manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
             argocd::CHART_FILE.to_string(),
             argocd::chart_manifest()?.into_bytes(),
         ));
+    }
+    if let Some(z) = &c.addons.zot {
+        out.push((zot::FILE.to_string(), zot::manifest(c, z)?.into_bytes()));
     }
     Ok(out)
 }
@@ -97,84 +106,4 @@ pub fn ensure_secrets(path: &Path, c: &Cluster) -> Result<Secrets> {
         eprintln!("added {} to {}", added.join(", "), path.display());
     }
     Ok(s)
-}
-
-/// What `check` prints about these add-ons and what each needs (one line each, no secret values).
-/// Lines starting `ERROR` make `check` fail; `warning:` lines are advice.
-pub fn check_lines(c: &Cluster, s: Option<&Secrets>) -> Vec<String> {
-    let mut out = Vec::new();
-    if let Some(k) = &c.addons.kube_vip {
-        out.push(format!(
-            "kube-vip: VIP {}:{} on every server ({}), added to their tls-san; image {}:{}",
-            k.address,
-            kube_vip::API_PORT,
-            k.interface.as_deref().unwrap_or("default-route interface"),
-            kube_vip::IMAGE,
-            kube_vip::VERSION
-        ));
-    }
-    let (errors, warnings) = kube_vip::check(c);
-    out.extend(errors.into_iter().map(|e| format!("ERROR {e}")));
-    out.extend(warnings.into_iter().map(|w| format!("warning: {w}")));
-    if let Some(r) = &c.registries {
-        let hosts: Vec<&str> = r.mirrors.keys().map(String::as_str).collect();
-        out.push(format!(
-            "registries: mirrors for {} -> {} on every node",
-            if hosts.is_empty() {
-                "none".to_string()
-            } else {
-                hosts.join(", ")
-            },
-            registries::PATH
-        ));
-    }
-    if let Some(s) = s {
-        for h in s.registry_auth.keys() {
-            out.push(format!(
-                "registries: auth for {h} from the secrets file (written into {} mode 0600)",
-                registries::PATH
-            ));
-        }
-        if let Err(e) = registries::registries_yaml(c.registries.as_ref(), &s.registry_auth) {
-            out.push(format!("ERROR registries: {e:#}"));
-        }
-    }
-    if let Some(a) = &c.addons.argocd {
-        let auth = match s.map(|s| s.argocd_repo.is_some()) {
-            Some(true) => "credentials from the secrets file ([argocd_repo])",
-            _ => "no [argocd_repo] credentials: the repository must be public",
-        };
-        out.push(format!(
-            "argocd: chart {} {}; root Application {} path {} at {}; {auth}",
-            argocd::CHART,
-            charts::pin(argocd::CHART)
-                .map(|p| p.version)
-                .unwrap_or_else(|e| format!("(pin error: {e:#})")),
-            a.repo,
-            a.path,
-            a.revision
-        ));
-        if let Some(s) = s {
-            if let Err(e) = argocd::root_manifest(a, s.argocd_repo.as_ref()) {
-                out.push(format!("ERROR argocd: {e:#}"));
-            }
-        }
-    }
-    if c.addons.sealed_secrets.is_some() {
-        let state = match s.map(|s| s.sealing_key.is_some()) {
-            Some(true) => "sealing key present in the secrets file",
-            Some(false) => {
-                "sealing key MISSING from the secrets file (run `nodeforge init --update`)"
-            }
-            None => "needs a sealing key in the secrets file (`nodeforge init --update`)",
-        };
-        out.push(format!(
-            "sealed-secrets: chart {} {}; {state}",
-            sealed_secrets::CHART,
-            charts::pin(sealed_secrets::CHART)
-                .map(|p| p.version)
-                .unwrap_or_else(|e| format!("(pin error: {e:#})"))
-        ));
-    }
-    out
 }

@@ -198,6 +198,14 @@ fn check_json(path: Option<&Path>) -> Result<()> {
         Ok(mut r) => {
             if let Some(c) = &r.cluster {
                 r.issues.extend(unverified_timezone(c));
+                // The add-ons' errors and advice (secrets not read here: file content only).
+                for l in crate::addons::check_lines(c, None) {
+                    if let Some(e) = l.strip_prefix("ERROR ") {
+                        r.issues.push(Issue::error(None, e));
+                    } else if let Some(w) = l.strip_prefix("warning: ") {
+                        r.issues.push(Issue::warning(None, w));
+                    }
+                }
             }
             let ok = r.errors().next().is_none();
             (r.issues, ok)

@@ -10,7 +10,7 @@ mod load;
 pub mod rules;
 mod validate;
 
-pub use addons::{ArgoCd, KubeVip, Mirror, Registries, RegistryConfig, Tls};
+pub use addons::{ArgoCd, KubeVip, Mirror, Registries, RegistryConfig, Tls, Zot, ZotStorage};
 pub use lines::KeyLines;
 pub use load::{
     analyze_cluster, cluster_path, is_catalog_name, load_cluster, parse_cluster, resolve_ref,
@@ -242,6 +242,9 @@ pub struct Addons {
     /// Argo CD with a root Application (src/addons/argocd.rs).
     #[serde(default)]
     pub argocd: Option<ArgoCd>,
+    /// Zot OCI registry on labelled nodes (src/addons/zot.rs).
+    #[serde(default)]
+    pub zot: Option<Zot>,
 }
 
 impl Addons {
@@ -265,6 +268,9 @@ impl Addons {
         }
         if self.argocd.is_some() {
             v.push("argocd");
+        }
+        if self.zot.is_some() {
+            v.push("zot");
         }
         v
     }

@@ -371,7 +371,9 @@ fn cli_init_update_keeps_the_key_and_prints_the_cert() {
         "{text}"
     );
     assert!(
-        text.contains("registries: mirrors for docker.io, registry.lan:5000"),
+        text.contains(
+            "registries: docker.io mirrored by https://registry.lan:5000 (no secrets file yet)"
+        ),
         "{text}"
     );
 
@@ -444,10 +446,11 @@ fn renovate_snippet_is_valid_and_finds_every_pin() {
     let script = r#"
 import json, re, sys
 c = json.load(open(sys.argv[1]))
-rx = c["customManagers"][0]["matchStrings"][0].replace("(?<", "(?P<")
-for m in re.finditer(rx, open(sys.argv[2]).read()):
-    d = m.groupdict()
-    print(d["depName"], d["currentValue"], d["datasource"], d["registryUrl"])
+text = open(sys.argv[2]).read()
+for ms in c["customManagers"][0]["matchStrings"]:
+    for m in re.finditer(ms.replace("(?<", "(?P<"), text):
+        d = m.groupdict()
+        print(d["depName"], d["currentValue"], d["datasource"], d.get("registryUrl") or "-")
 "#;
     let pins_file = root.join("overlays/charts.toml");
     let (ok, out) = tool(
@@ -462,10 +465,16 @@ for m in re.finditer(rx, open(sys.argv[2]).read()):
     );
     assert!(ok, "{out}");
     let pins = addons::charts::pins().unwrap();
+    let images = addons::charts::image_pins().unwrap();
+    assert!(images.contains_key("kube-vip"));
     let found: Vec<&str> = out.lines().collect();
-    assert_eq!(found.len(), pins.len(), "{out}");
+    assert_eq!(found.len(), pins.len() + images.len(), "{out}");
     for p in pins.values() {
         let want = format!("{} {} helm {}", p.chart, p.version, p.repo);
+        assert!(found.contains(&want.as_str()), "{want} not in {out}");
+    }
+    for i in images.values() {
+        let want = format!("{} {} docker -", i.image, i.version);
         assert!(found.contains(&want.as_str()), "{want} not in {out}");
     }
 }
@@ -547,16 +556,60 @@ fn kube_vip_manifest_snapshot_validates_and_tls_san() {
 fn check_warns_without_fixed_address_and_refuses_a_taken_vip() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Registration through cp1's own address with etcd and 3 servers: a warning that explains.
+    // Registration through cp1's own address with etcd and 3 servers: an error that explains
+    // (the VIP exists but nodes would not register through it).
     std::fs::write(d.join("cluster.toml"), ha_cluster("10.0.0.10", "10.0.0.9")).unwrap();
     let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}");
+    assert!(!out.status.success(), "{text}");
     assert!(
-        text.contains("warning: cluster.server https://10.0.0.10:6443 is server cp1's own address"),
+        text.contains("ERROR cluster.server https://10.0.0.10:6443 is cp1's own address")
+            && text.contains("set cluster.server = \"https://10.0.0.9:6443\"")
+            && text.contains("required with etcd and 3 servers"),
         "{text}"
     );
-    assert!(text.contains("kube-vip: VIP 10.0.0.9:6443"), "{text}");
+    assert!(
+        text.contains("kube-vip: VIP 10.0.0.9:6443")
+            && text.contains("address free (no node has it), inside cp1's subnet 10.0.0.0/24; cluster.server does not use it"),
+        "{text}"
+    );
+    // The same by a node's name, without kube-vip: an error naming the way out.
+    let by_name = ha_cluster("cp1.lan", "10.0.0.9").replace(
+        "[addons.kube-vip]\naddress = \"10.0.0.9\"\ninterface = \"eth0\"\n",
+        "",
+    );
+    std::fs::write(d.join("cluster.toml"), &by_name).unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("is cp1's own address") && text.contains("add [addons.kube-vip]"),
+        "{text}"
+    );
+    // An external datastore with several servers: a warning, check passes.
+    let pg = by_name.replace("\"etcd\"", "\"postgres://k3s@db.lan:5432/k3s\"");
+    assert_ne!(pg, by_name);
+    std::fs::write(d.join("cluster.toml"), pg).unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("warning: cluster.server https://cp1.lan:6443 is cp1's own address"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("ERROR"), "{text}");
+    // A DNS name that is no node's: fine.
+    std::fs::write(
+        d.join("cluster.toml"),
+        by_name.replace("cp1.lan", "k3s.lan"),
+    )
+    .unwrap();
+    let out = nodeforge(d, &["check", "-c", "cluster.toml"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && !text.contains("own address"),
+        "{text}"
+    );
     // Through the VIP: no warning.
     std::fs::write(d.join("cluster.toml"), ha_cluster("10.0.0.9", "10.0.0.9")).unwrap();
     let out = nodeforge(d, &["check", "-c", "cluster.toml"]);

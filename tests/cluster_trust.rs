@@ -19,7 +19,7 @@ const CLUSTER: &str = r#"
 [cluster]
 name = "trust"
 k3s_version = "v1.33.5+k3s1"
-server = "https://10.0.0.10:6443"
+server = "https://k3s.lan:6443"
 datastore = "etcd"
 ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly0000000000000000000 me@laptop"]
 

@@ -15,11 +15,8 @@ use anyhow::Result;
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 
-/// kube-vip image, pinned.
-pub const IMAGE: &str = "ghcr.io/kube-vip/kube-vip";
-// renovate: datasource=docker depName=ghcr.io/kube-vip/kube-vip
-/// Tag of [`IMAGE`] (kube-vip release, https://github.com/kube-vip/kube-vip/releases).
-pub const VERSION: &str = "v1.2.3";
+/// The kube-vip image pin's name in `overlays/charts.toml` (`[images.kube-vip]`).
+pub const IMAGE_PIN: &str = "kube-vip";
 /// Manifest file name on servers.
 pub const FILE: &str = "kube-vip.yaml";
 /// The API server port the VIP fronts.
@@ -29,8 +26,10 @@ fn env(name: &str, value: &str) -> Value {
     json!({ "name": name, "value": value })
 }
 
-/// The RBAC objects and the DaemonSet (four YAML documents). Same input → same bytes.
+/// The RBAC objects and the DaemonSet (four YAML documents). Same input → same bytes. Errors:
+/// the built-in pins table lacks `[images.kube-vip]` (a build defect).
 pub fn manifest(k: &KubeVip) -> Result<String> {
+    let image = super::charts::image(IMAGE_PIN)?;
     let ns = "kube-system";
     let sa = json!({
         "apiVersion": "v1", "kind": "ServiceAccount",
@@ -80,7 +79,7 @@ pub fn manifest(k: &KubeVip) -> Result<String> {
         env("address", &k.address.to_string()),
     ]);
     let labels = json!({ "app.kubernetes.io/name": "kube-vip-ds",
-                         "app.kubernetes.io/version": VERSION });
+                         "app.kubernetes.io/version": image.version });
     let exists = |key: &str| json!({ "matchExpressions": [{ "key": key, "operator": "Exists" }] });
     let ds = json!({
         "apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -106,7 +105,7 @@ pub fn manifest(k: &KubeVip) -> Result<String> {
                     "serviceAccountName": "kube-vip",
                     "containers": [{
                         "name": "kube-vip",
-                        "image": format!("{IMAGE}:{VERSION}"),
+                        "image": image.reference(),
                         "imagePullPolicy": "IfNotPresent",
                         "args": ["manager"],
                         "env": envs,
@@ -131,20 +130,32 @@ pub fn manifest(k: &KubeVip) -> Result<String> {
 }
 
 fn in_subnet(a: Ipv4Addr, net: Ipv4Addr, prefix: u8) -> bool {
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    };
-    u32::from(a) & mask == u32::from(net) & mask
+    u32::from(a) & mask(prefix) == u32::from(net) & mask(prefix)
+}
+
+/// The node whose own address or name `host` (the host of `cluster.server`) is, if any: its
+/// static IPv4 address, its hostname, or a name under it (`cp1.lan`).
+pub fn node_owning(c: &Cluster, host: &str) -> Option<String> {
+    c.nodes
+        .iter()
+        .find(|n| {
+            n.ip().is_some_and(|ip| ip.to_string() == host)
+                || host == n.hostname
+                || host.starts_with(&format!("{}.", n.hostname))
+        })
+        .map(|n| n.hostname.clone())
 }
 
 /// What `check` says about the VIP and the registration address: `(errors, warnings)`.
 ///
 /// - the VIP equals a node's address → error; outside every static server's subnet → warning;
-/// - etcd with three or more servers needs a fixed registration address (a VIP or a name/address
-///   that is not one server's own): when `cluster.server` is a server's own address, a warning
-///   explains why (losing that server stops joins and agents' reconnects after a rebuild).
+/// - a fixed registration address — `cluster.server` naming the kube-vip VIP, or a DNS name or
+///   address that is not one node's own — is required with `datastore = "etcd"` and three or
+///   more servers (error) and advised with two or more servers otherwise (warning): nodes join
+///   and agents reconnect through `cluster.server`, so while the node it names is down or being
+///   rebuilt nothing can join (k3s docs, "High Availability Embedded etcd": a fixed registration
+///   address in front of the servers). A VIP configured but not used as `cluster.server` does
+///   not count: the seeds register through `cluster.server`.
 pub fn check(c: &Cluster) -> (Vec<String>, Vec<String>) {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -156,37 +167,75 @@ pub fn check(c: &Cluster) -> (Vec<String>, Vec<String>) {
                 k.address, n.hostname
             ));
         }
-        let statics: Vec<_> = c
-            .servers()
-            .filter_map(|n| match &n.network {
-                Network::Static {
-                    address, prefix, ..
-                } => Some((n, *address, *prefix)),
-                Network::Dhcp => None,
-            })
-            .collect();
-        if !statics.is_empty() && !statics.iter().any(|(_, a, p)| in_subnet(k.address, *a, *p)) {
-            warnings.push(format!(
-                "kube-vip: address {} is outside every server's subnet: ARP mode announces it on the servers' LAN only",
-                k.address
-            ));
+        if let Some((_, net)) = vip_subnet(c, k.address) {
+            if net.is_none() {
+                warnings.push(format!(
+                    "kube-vip: address {} is outside every server's subnet: ARP mode announces it on the servers' LAN only",
+                    k.address
+                ));
+            }
         }
     }
-    let servers: Vec<_> = c.servers().collect();
-    if c.datastore == Datastore::Etcd && servers.len() >= 3 {
-        let host = c.server_host().unwrap_or_default();
-        let is_vip = vip.is_some_and(|k| k.address.to_string() == host);
-        let own = servers
-            .iter()
-            .find(|n| n.ip().is_some_and(|ip| ip.to_string() == host));
-        if let (false, Some(n)) = (is_vip, own) {
-            warnings.push(format!(
-                "cluster.server {} is server {}'s own address: with etcd and {} servers, use a fixed registration address (a VIP such as [addons.kube-vip] address, or a DNS name for all servers) so nodes can still join and reconnect while {} is down or being rebuilt",
-                c.server, n.hostname, servers.len(), n.hostname
+    let servers = c.servers().count();
+    let host = c.server_host().unwrap_or_default();
+    let is_vip = vip.is_some_and(|k| k.address.to_string() == host);
+    if let (false, Some(n)) = (is_vip, node_owning(c, host)) {
+        let use_vip = match vip {
+            Some(k) => format!(
+                "set cluster.server = \"https://{}:{API_PORT}\" (the kube-vip VIP)",
+                k.address
+            ),
+            None => "add [addons.kube-vip] address and name it in cluster.server, or use a DNS name that resolves to every server".to_string(),
+        };
+        let why = format!(
+            "cluster.server {} is {n}'s own address: nodes join and agents reconnect through it, so while {n} is down or being rebuilt nothing can join; {use_vip}",
+            c.server
+        );
+        if c.datastore == Datastore::Etcd && servers >= 3 {
+            errors.push(format!(
+                "{why} (a fixed registration address is required with etcd and {servers} servers)"
             ));
+        } else if servers >= 2 {
+            warnings.push(why);
         }
     }
     (errors, warnings)
+}
+
+/// For `check`: `Some((statics, subnet))` when some server has a static address — `subnet` is
+/// the first static server (hostname, network, prefix) whose subnet holds `vip`; `None` when
+/// every server uses DHCP (the subnet is unknown).
+#[allow(clippy::type_complexity)]
+pub fn vip_subnet(c: &Cluster, vip: Ipv4Addr) -> Option<(usize, Option<(String, Ipv4Addr, u8)>)> {
+    let statics: Vec<_> = c
+        .servers()
+        .filter_map(|n| match &n.network {
+            Network::Static {
+                address, prefix, ..
+            } => Some((n.hostname.clone(), *address, *prefix)),
+            Network::Dhcp => None,
+        })
+        .collect();
+    if statics.is_empty() {
+        return None;
+    }
+    let hit = statics
+        .iter()
+        .find(|(_, a, p)| in_subnet(vip, *a, *p))
+        .map(|(h, a, p)| (h.clone(), network(*a, *p), *p));
+    Some((statics.len(), hit))
+}
+
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+fn network(a: Ipv4Addr, prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(a) & mask(prefix))
 }
 
 #[cfg(test)]

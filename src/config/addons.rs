@@ -87,3 +87,43 @@ pub struct Tls {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
 }
+
+fn default_zot_label() -> String {
+    "nodeforge.io/registry=true".into()
+}
+
+fn default_zot_size() -> String {
+    "20Gi".into()
+}
+
+fn default_zot_node_port() -> u16 {
+    30500
+}
+
+/// Where `[addons.zot]` keeps its images: a PersistentVolumeClaim of this StorageClass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ZotStorage {
+    /// Longhorn's `longhorn` class (replicated; needs `[addons.longhorn]`).
+    Longhorn,
+    /// k3s's bundled `local-path` class (a directory on the node that runs Zot).
+    LocalPath,
+}
+
+/// `[addons.zot]`: a Zot OCI registry, by HelmChart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Zot {
+    /// Zot runs only on nodes with this label (`key=value`; default
+    /// `nodeforge.io/registry=true`, set it in a node's `labels`).
+    #[serde(default = "default_zot_label")]
+    pub node_label: String,
+    /// Volume kind (`longhorn` or `local-path`).
+    pub storage: ZotStorage,
+    /// Volume size, a Kubernetes quantity (default `20Gi`).
+    #[serde(default = "default_zot_size")]
+    pub size: String,
+    /// NodePort of the registry on every node (default 30500, in k3s's 30000-32767 range).
+    #[serde(default = "default_zot_node_port")]
+    pub node_port: u16,
+}

@@ -13,7 +13,10 @@ pub fn server_manifests(c: &Cluster) -> Result<Vec<(String, Vec<u8>)>> {
     let on = c.addons.enabled();
     for (addon, file, text) in ADDON_MANIFESTS {
         if on.contains(addon) {
-            out.push((file.to_string(), text.as_bytes().to_vec()));
+            out.push((
+                file.to_string(),
+                crate::addons::builtin::render(file, text)?.into_bytes(),
+            ));
         }
     }
     if let Some(m) = &c.addons.metallb {

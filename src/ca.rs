@@ -341,6 +341,23 @@ impl ClusterCa {
         ))
     }
 
+    /// The latest `notBefore` of the cluster's CA certificates, in Unix seconds. A node whose clock
+    /// reads earlier cannot validate the chain (RFC 5280 §6.1.3: the current time must lie inside
+    /// every certificate's validity), so a k3s agent would refuse the join; the seed never lets a
+    /// node's clock start before it (`docs/first-boot.md#the-clock`).
+    ///
+    /// Errors: a certificate of the secrets file that does not parse.
+    pub fn valid_from(&self) -> Result<i64> {
+        let mut latest = i64::MIN;
+        for (name, pem_text) in self.certs() {
+            let der = pem_der(pem_text, name)?;
+            let (_, c) = x509_parser::parse_x509_certificate(&der)
+                .map_err(|_| anyhow::anyhow!("[ca] {name}: not an X.509 certificate"))?;
+            latest = latest.max(c.validity().not_before.timestamp());
+        }
+        Ok(latest)
+    }
+
     /// Fingerprint, root CN and earliest expiry for `check`.
     pub fn info(&self) -> Result<CaInfo> {
         let mut earliest: Option<x509_parser::time::ASN1Time> = None;

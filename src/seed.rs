@@ -278,6 +278,13 @@ pub fn render(
     let mut write_files = Vec::new();
     let mut runcmd: Vec<Vec<String>> = Vec::new();
 
+    // The clock floor is the build time, and never before the cluster CA's certificates begin:
+    // a node that believes it is earlier could not validate them and k3s would refuse the join.
+    let epoch = match secrets.and_then(|s| s.ca.as_ref()) {
+        Some(ca) => epoch.max(ca.valid_from()?),
+        None => epoch,
+    };
+
     // Every boot, before anything else: a clock earlier than the build time (a Pi without NTP yet)
     // moves forward to it.
     let bootcmd = vec![cmd(&[

@@ -595,3 +595,64 @@ fn built_images_carry_the_right_token_kind() {
     assert!(text.contains("agent token, secure K10"), "{text}");
     assert!(!text.contains(s.agent_token.as_deref().unwrap()));
 }
+
+/// The node's clock floor (bootcmd and the k3s clock drop-in) is never before the CA's
+/// certificates begin, whatever SOURCE_DATE_EPOCH says: read the latest notBefore with openssl.
+#[test]
+fn clock_floor_is_not_before_the_cluster_ca() {
+    let c = cluster();
+    let s = secrets(&c);
+    let dir = tempfile::tempdir().unwrap();
+    let (_, ud) = user_data(&c, &s, "w1");
+    let files = write_files(&ud);
+    // Every CA certificate a server gets, as openssl reads its start date.
+    let (_, server) = user_data(&c, &s, "cp1");
+    let mut latest = 0i64;
+    for (path, content, _) in write_files(&server) {
+        if !path.ends_with(".crt") && !path.ends_with(".pem") {
+            continue;
+        }
+        let f = dir.path().join("c.pem");
+        std::fs::write(&f, &content).unwrap();
+        let out = openssl(
+            &[
+                "x509",
+                "-in",
+                "c.pem",
+                "-noout",
+                "-startdate",
+                "-dateopt",
+                "iso_8601",
+            ],
+            dir.path(),
+        );
+        let when = out.trim().trim_start_matches("notBefore=").trim();
+        let t = time::OffsetDateTime::parse(
+            &when.replace(' ', "T"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap_or_else(|e| panic!("{when}: {e}"));
+        latest = latest.max(t.unix_timestamp());
+    }
+    assert!(latest > 1_577_836_800, "CA not parsed: {latest}");
+    let bootcmd = serde_json::to_string(&ud["bootcmd"]).unwrap();
+    assert!(
+        bootcmd.contains(&format!("-ge {latest} ]")) && bootcmd.contains(&format!("@{latest}")),
+        "bootcmd does not floor the clock at the CA's notBefore {latest}: {bootcmd}"
+    );
+    let (_, dropin, _) = files
+        .iter()
+        .find(|(p, _, _)| p.ends_with("10-nodeforge-clock.conf"))
+        .expect("clock drop-in");
+    assert!(
+        dropin.contains(&format!("time-wait.sh {latest} ")),
+        "{dropin}"
+    );
+    // Without a CA the build time stays the floor.
+    let mut bare = s.clone();
+    bare.ca = None;
+    let (_, ud) = user_data(&c, &bare, "w1");
+    assert!(serde_json::to_string(&ud["bootcmd"])
+        .unwrap()
+        .contains("@1577836800"));
+}

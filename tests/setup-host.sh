@@ -7,6 +7,7 @@ PKGS=(build-essential pkg-config cmake clang curl ca-certificates xz-utils zstd
   dosfstools mtools fdisk gdisk e2fsprogs bmap-tools cloud-init openssh-client python3 util-linux mount time openssl
   libarchive-tools mmdebstrap qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64 qemu-user-static binfmt-support arch-test)
 PKGS+=(systemd apt) # systemd-analyze verify (seed units), apt-get in the GPU first-boot test
+PKGS+=(kmod) # depmod -b for the arm64 fixture root (tests/fixtures/recipe-arm64-root.sh)
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -34,8 +34,8 @@ fixtures: build
 # x86_64: server + agent, rebuild (byte-identical, same identity) + broken seed; arm64: a server +
 # agent pair per Pi family (tests/boot/README.md). In `make test`: x86_64 and the Raspberry Pi OS
 # pair (a cold arm64 fixture fits CI's 90 min: tests/boot/README.md, "Measured"); Debian raspi and
-# Ubuntu raspi (cloud-init deprecation warning not settled) in test-boot-arm64, to keep CI's run
-# well inside its budget now that every pair also boots the server twice and waits for the clock.
+# Ubuntu raspi in test-boot-arm64, to keep CI's run well inside its budget now that every pair also
+# boots the server twice and waits for the clock.
 test-boot: build
 	bash tests/boot/run.sh x86_64
 	bash tests/boot/run.sh arm64 raspios

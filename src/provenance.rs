@@ -19,7 +19,7 @@ pub struct TrustArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "signer_key")]
     pub allowed_signers: Option<PathBuf>,
     /// Require SHA256SUMS.sig by this public key (`KEY.pub`, or a line of
-    /// https://github.com/USER.keys); flash checks before writing anything.
+    /// <https://github.com/USER.keys>); flash checks before writing anything.
     #[arg(long, value_name = "KEY.pub")]
     pub signer_key: Option<PathBuf>,
 }

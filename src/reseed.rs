@@ -156,7 +156,7 @@ fn plan(
     Ok(out)
 }
 
-/// Seed volumes built and checked against a target, ready to be written by [`write`].
+/// Seed volumes built and checked against a target, ready to be written by [`write()`].
 pub struct Prepared {
     /// (partition number, byte offset, the FAT volume), in write order.
     volumes: Vec<(u32, u64, FatImage)>,
@@ -254,7 +254,7 @@ pub fn write(disk: &Disk, p: &Prepared) -> Result<Reseeded> {
 }
 
 /// Write `node`'s seed onto the nodeforge image on `disk` (an image file or a block device):
-/// [`prepare`] then [`write`]. Running it again, or over another node's seed, gives the same
+/// [`prepare`] then [`write()`]. Running it again, or over another node's seed, gives the same
 /// result as running it once on the generic image.
 pub fn reseed_disk(
     disk: &Disk,

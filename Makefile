@@ -33,12 +33,13 @@ fixtures: build
 
 # x86_64: server + agent, rebuild (byte-identical, same identity) + broken seed; arm64: a server +
 # agent pair per Pi family (tests/boot/README.md). In `make test`: x86_64 and the Raspberry Pi OS
-# pair (a cold arm64 fixture fits CI's 90 min: tests/boot/README.md, "Measured"); Debian raspi and
-# Ubuntu raspi in test-boot-arm64, to keep CI's run well inside its budget now that every pair also
-# boots the server twice and waits for the clock.
+# and Debian raspi pairs (a cold arm64 fixture fits CI's 90 min: tests/boot/README.md, "Measured");
+# Ubuntu raspi in test-boot-arm64 only, to keep CI's run well inside its budget now that every pair
+# also boots the server twice and waits for the clock.
 test-boot: build
 	bash tests/boot/run.sh x86_64
 	bash tests/boot/run.sh arm64 raspios
+	bash tests/boot/run.sh arm64 debian-raspi
 
 test-boot-arm64: build
 	bash tests/fixtures/build.sh arm64

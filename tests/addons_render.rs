@@ -2,6 +2,9 @@
 //! keys), the sealed-secrets key (openssl checks, determinism, absent from generic seeds), the
 //! manifests against `kubernetes-validate`, and the `init --update` / `secrets sealing-cert` CLI.
 
+mod common;
+
+use common::snapshot;
 use nodeforge::addons::{self, registries, sealed_secrets};
 use nodeforge::base::Family;
 use nodeforge::config::{parse_cluster, Cluster};
@@ -107,26 +110,6 @@ fn pip_tool(name: &str) -> String {
         }
     }
     name.to_string()
-}
-
-fn snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "snapshot {} missing: run with UPDATE_SNAPSHOTS=1",
-            path.display()
-        )
-    });
-    assert_eq!(
-        want, actual,
-        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
-    );
 }
 
 fn registries_text() -> String {

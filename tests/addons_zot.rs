@@ -2,10 +2,12 @@
 //! keep the node selector a string), refused settings, and what `check` says. The HelmChart
 //! schema check is in tests/addons_schema.rs.
 
+mod common;
+
+use common::snapshot;
 use nodeforge::addons::zot;
 use nodeforge::config::parse_cluster;
 use nodeforge::seed;
-use std::path::Path;
 use std::process::Command;
 
 const CLUSTER: &str = r#"
@@ -36,26 +38,6 @@ address = "10.0.0.21/24"
 gateway = "10.0.0.1"
 labels = ["nodeforge.io/registry=true"]
 "#;
-
-fn snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "snapshot {} missing: run with UPDATE_SNAPSHOTS=1",
-            path.display()
-        )
-    });
-    assert_eq!(
-        want, actual,
-        "snapshot {name} differs (UPDATE_SNAPSHOTS=1 to accept)"
-    );
-}
 
 fn zot_manifest(text: &str) -> anyhow::Result<String> {
     let c = parse_cluster(text, None)?;
